@@ -1,0 +1,82 @@
+"""Align stage: sentences into narration blocks, measured against the audio itself.
+
+One step's narration is spoken in one breath group; between steps the narrator
+stops while acting or waiting. Whisper's word times are good to a few tenths of
+a second but tend to cut words short, which inflates pauses, so the pause
+between two sentences is measured on the audio energy instead: the longest
+silent run around the gap whisper reports. A pause of at least BLOCK_PAUSE_S
+starts a new block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .model import Sentence
+
+BLOCK_PAUSE_S = 0.8
+HOP_S = 0.01
+SEARCH_MARGIN_S = 0.4
+
+
+@dataclass(frozen=True)
+class NarrationBlock:
+    """Sentences spoken without a long pause: the narration of one step."""
+
+    sentences: tuple[Sentence, ...]
+
+    @property
+    def start_s(self) -> float:
+        return self.sentences[0].start_s
+
+    @property
+    def end_s(self) -> float:
+        return self.sentences[-1].end_s
+
+
+class SilenceMap:
+    """Which 10 ms hops of the narration are silent, from the audio energy."""
+
+    def __init__(self, audio: np.ndarray, rate: int = 16000):
+        hop = int(rate * HOP_S)
+        n = len(audio) // hop
+        if n == 0:
+            self.silent = np.ones(0, bool)
+            return
+        rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop), dtype=np.float64), axis=1) + 1e-12)
+        floor = float(np.percentile(rms, 10))
+        loud = float(np.percentile(rms, 99))
+        threshold = max(floor * 3.0, floor + 0.05 * (loud - floor), 1e-4)
+        self.silent = rms <= threshold
+
+    def longest_pause(self, start_s: float, end_s: float) -> float:
+        """Longest silent run, in seconds, inside [start_s, end_s]."""
+        a = max(0, int(start_s / HOP_S))
+        b = min(len(self.silent), int(np.ceil(end_s / HOP_S)))
+        if b <= a:
+            return max(0.0, end_s - start_s)
+        best = run = 0
+        for silent in self.silent[a:b]:
+            run = run + 1 if silent else 0
+            best = max(best, run)
+        return best * HOP_S
+
+
+def group_sentences(sentences: Sequence[Sentence], silence: SilenceMap | None,
+                    pause_s: float = BLOCK_PAUSE_S) -> list[NarrationBlock]:
+    """Split the transcript into blocks at long pauses."""
+    blocks: list[list[Sentence]] = []
+    for sentence in sentences:
+        if blocks:
+            prev = blocks[-1][-1]
+            if silence is not None:
+                gap = silence.longest_pause(prev.end_s - SEARCH_MARGIN_S, sentence.start_s + SEARCH_MARGIN_S)
+            else:
+                gap = sentence.start_s - prev.end_s
+            if gap < pause_s:
+                blocks[-1].append(sentence)
+                continue
+        blocks.append([sentence])
+    return [NarrationBlock(tuple(b)) for b in blocks]

