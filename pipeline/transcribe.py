@@ -133,6 +133,8 @@ def apply_glossary(words: list[Word], glossary: Sequence[str]) -> list[Word]:
             if i + n > len(words) or not joined:
                 continue
             for term, key in terms:
+                if abs(len(joined) - len(key)) > max(2, len(key) // 4):
+                    continue  # a near miss sounds about as long as the term
                 ratio = 1.0 if joined == key else difflib.SequenceMatcher(None, joined, key).ratio()
                 if ratio >= (0.8 if n > 1 else 0.86) and (best is None or ratio > best[0]):
                     best = (ratio, n, term)

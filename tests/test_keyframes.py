@@ -1,0 +1,56 @@
+"""Keyframes stage: events from a synthetic screen timeline at 10 frames a second."""
+from pipeline.diff import AmbientCounter, cells_shape, diff_frames
+from pipeline.keyframes import find_events
+from synth import H, W, screen, with_rect
+
+FPS = 10
+
+
+def events(frames):
+    counter = AmbientCounter(cells_shape(W, H), FPS)
+    diffs = list(diff_frames(frames, 1.0, counter))
+    return find_events(diffs, counter, FPS, 1.0, len(frames), (W, H)).events
+
+
+def clocked(n_seconds, change_at=None):
+    """A screen whose status-bar clock ticks every second; optionally one real change."""
+    frames = []
+    for i in range(n_seconds * FPS):
+        f = with_rect(screen(), 280, 185, 8, 10, value=(i // FPS) % 2 * 200 + 20)
+        if change_at is not None and i >= change_at * FPS:
+            f = with_rect(f, 20, 20, 200, 80, value=60)
+        frames.append(f)
+    return frames
+
+
+def test_a_ticking_clock_is_ambient_not_an_event():
+    assert events(clocked(20)) == ()
+
+
+def test_a_real_change_next_to_a_ticking_clock_is_one_event():
+    found = events(clocked(20, change_at=12))
+    assert len(found) == 1
+    assert abs(found[0].start_s - 12.0) < 0.15
+    assert found[0].box.x == 20 and found[0].box.w == 200
+
+
+def test_keystrokes_of_one_command_form_one_event():
+    frames, f = [], screen()
+    for i in range(40):
+        if 5 <= i < 25:  # one character every 0.1 s, like xdotool typing
+            f = with_rect(f, 10 + 6 * (i - 5), 30, 5, 9)
+        frames.append(f)
+    found = events(frames)
+    assert len(found) == 1
+    assert found[0].start_s == 0.5 and found[0].end_s == 2.4
+
+
+def test_changes_separated_by_a_calm_second_are_separate_events():
+    frames = [screen()] * 10 + [with_rect(screen(), 10, 10, 40, 20)] * 20
+    frames += [with_rect(with_rect(screen(), 10, 10, 40, 20), 100, 100, 40, 20)] * 10
+    assert [e.start_s for e in events(frames)] == [1.0, 3.0]
+
+
+def test_a_blinking_caret_is_not_an_event():
+    frames = [with_rect(screen(), 100, 50, 1, 14) if (i // 5) % 2 else screen() for i in range(60)]
+    assert events(frames) == ()
