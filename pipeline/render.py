@@ -33,7 +33,6 @@ HIGHLIGHT_RGB = (255, 59, 48)  # #ff3b30
 HIGHLIGHT_WIDTH = 3
 HIGHLIGHT_PAD = 4  # gap between the changed region and the inner edge of the outline
 _HALO_RGB = (255, 255, 255)  # 1px outside the outline, so it shows on red UI too
-_DIM = 224  # outside the highlight: brightness * 224/256, still readable
 _PNG_COMPRESS_LEVEL = 6
 
 _METADATA_ORDER = ("owner", "role", "approvers", "prerequisites", "expected_outcome",
@@ -50,8 +49,9 @@ def image_path(number: int) -> str:
 # --------------------------------------------------------------------- PNG
 
 def screenshot_png(frame: np.ndarray, highlight: Box | None = None) -> bytes:
-    """PNG of an RGB frame with ``highlight`` (frame pixels) outlined in red and
-    the rest slightly dimmed, so the reader's eye lands on what changed.
+    """PNG of an RGB frame with ``highlight`` (frame pixels) outlined in red, so the
+    reader's eye lands on what changed. Nothing else is altered: the screenshot
+    stays a faithful record of the screen.
 
     Deterministic: no metadata chunks, fixed compression level.
     """
@@ -64,9 +64,7 @@ def screenshot_png(frame: np.ndarray, highlight: Box | None = None) -> bytes:
         img = Image.fromarray(np.ascontiguousarray(arr))
     else:
         x0, y0, x1, y1 = outline
-        out = ((arr.astype(np.uint16) * _DIM) >> 8).astype(np.uint8)
-        out[y0:y1 + 1, x0:x1 + 1] = arr[y0:y1 + 1, x0:x1 + 1]
-        img = Image.fromarray(out)
+        img = Image.fromarray(np.ascontiguousarray(arr))
         draw = ImageDraw.Draw(img)
         draw.rectangle((x0 - 1, y0 - 1, x1 + 1, y1 + 1), outline=_HALO_RGB, width=1)
         draw.rectangle((x0, y0, x1, y1), outline=HIGHLIGHT_RGB, width=HIGHLIGHT_WIDTH)
