@@ -216,7 +216,10 @@ class Builder:
         step("render")
         shot_index = {i: int(round(p.shot_time_s * geometry.fps)) for i, p in enumerate(plans)
                       if p.shot_time_s is not None}
-        frames_rgb = decode.grab_rgb_frames(rec.path, info, geometry, sorted(set(shot_index.values())))
+        before_index = {i: max(0, int(round(p.change_s * geometry.fps)) - 1) for i, p in enumerate(plans)
+                        if p.change_s is not None and i in shot_index}
+        frames_rgb = decode.grab_rgb_frames(rec.path, info, geometry,
+                                            sorted(set(shot_index.values()) | set(before_index.values())))
         texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
         ids = step_ids([t.instruction for t in texts])
         pngs: dict[str, bytes] = {}
@@ -225,11 +228,15 @@ class Builder:
             shot = None
             frame = frames_rgb.get(shot_index.get(i, -1))
             if frame is not None:
-                name = f"images/step-{i + 1:02d}.png"
-                png = render.screenshot_png(frame, plan.highlight)
+                highlight = plan.highlight
+                before = frames_rgb.get(before_index.get(i, -1))
+                if before is not None and highlight is not None:
+                    highlight = keyframes.net_change_box(before, frame, highlight) or highlight
+                name = render.image_path(i + 1)
+                png = render.screenshot_png(frame, highlight)
                 pngs[name] = png
                 shot = Screenshot(name, round(shot_index[i] / geometry.fps, 3), hashlib.sha256(png).hexdigest(),
-                                  plan.highlight)
+                                  highlight)
             steps.append(Step(id=sid, number=i + 1, start_s=plan.start_s, end_s=plan.end_s,
                               change_s=plan.change_s, instruction=text.instruction, kind=text.kind,
                               narration=_narration(plan), callouts=text.callouts, inputs=text.inputs,

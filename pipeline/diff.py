@@ -24,7 +24,7 @@ NOISE_LEVEL = 24  # gray levels; compression noise on static screens stays below
 CELL = 8  # analysis pixels per cell side
 POINTER_MAX_SRC_PX = 40  # a mouse pointer sprite fits in this many source pixels
 CARET_MAX_WIDTH_PX = 3  # a blinking text caret is a line at most this wide (analysis px)
-CARET_MAX_PIXELS_SRC = 60  # ...made of at most this many changed source pixels
+CARET_MAX_HEIGHT_SRC = 40  # ...and at most this tall (source px): one line of text
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float) -> list[Blo
         x0, y0 = cx.start * CELL + int(cols[0]), cy.start * CELL + int(rows[0])
         blob = Blob(x0, y0, cx.start * CELL + int(cols[-1]) + 1, cy.start * CELL + int(rows[-1]) + 1,
                     int(pix.sum()), cells, "content")
-        if blob.width <= CARET_MAX_WIDTH_PX and blob.pixels * scale * scale <= CARET_MAX_PIXELS_SRC:
+        if blob.width <= CARET_MAX_WIDTH_PX and blob.height * scale <= CARET_MAX_HEIGHT_SRC:
             blob = _with_kind(blob, "caret")
         blobs.append(blob)
     return _mark_pointer_jump(blobs, scale)

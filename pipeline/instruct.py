@@ -548,7 +548,8 @@ def _base_follow_ups(rest: str, form: str) -> str:
                     edits.append((tokens[s].start(), tokens[end_i].end(), lemma + _trail(tokens[end_i].group())))
                     i = end_i + 1
                     continue
-            elif s < len(keys) and form in ("ing", "past"):
+            elif s < len(keys) and form in ("ing", "past") and keys[i] in ("and", "then", "or"):
+                # only after a conjunction: "name, billing" is a value, not a second verb
                 lemma = _verb_lemma(keys[s])
                 if lemma is not None and lemma != keys[s] and _form(keys[s], lemma) == form:
                     edits.append((tokens[s].start(), tokens[s].end(), lemma + _trail(tokens[s].group())))

@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from .diff import CELL, AmbientCounter, Blob, FrameDiff
+from .diff import NOISE_LEVEL, AmbientCounter, Blob, FrameDiff
 from .model import Box, ChangeEvent, VisualTimeline
 
 AMBIENT_SHARE = 0.25
@@ -77,3 +77,21 @@ def _event(frames: list[tuple[int, list[Blob]]], fps: float, scale: float, total
     return ChangeEvent(start_s=round(frames[0][0] / fps, 3), end_s=round(frames[-1][0] / fps, 3),
                        box=Box(sx0, sy0, max(1, sx1 - sx0), max(1, sy1 - sy0)),
                        area=round(len(cells) / total_cells, 4))
+
+
+def net_change_box(before: np.ndarray, after: np.ndarray, within: Box, min_pixels: int = 12) -> Box | None:
+    """The region that differs between the screen before a step and its settled screenshot,
+    looked for inside `within` (where the step's changes happened). Transient things (a
+    dialog that came and went) are gone from both frames, so the box shows the result."""
+    x0, y0 = within.x, within.y
+    x1, y1 = x0 + within.w, y0 + within.h
+    a = before[y0:y1, x0:x1].astype(np.int16)
+    b = after[y0:y1, x0:x1].astype(np.int16)
+    if a.size == 0 or a.shape != b.shape:
+        return None
+    changed = np.abs(a - b).max(axis=-1) > NOISE_LEVEL if a.ndim == 3 else np.abs(a - b) > NOISE_LEVEL
+    if int(changed.sum()) < min_pixels:
+        return None
+    rows = np.flatnonzero(changed.any(axis=1))
+    cols = np.flatnonzero(changed.any(axis=0))
+    return Box(x0 + int(cols[0]), y0 + int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))

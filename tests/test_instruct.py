@@ -378,3 +378,8 @@ def test_any_narration_gives_a_clean_sentence_or_nothing(sentences, visual):
     assert not CHATTY.match(text.lower())
     assert step.kind in ("action", "verification", "warning", "note")
     assert all(c.kind in ("warning", "tip", "verify") and c.text.endswith(".") for c in step.callouts)
+
+
+def test_a_value_after_a_comma_is_not_turned_into_a_verb():
+    assert describe_step(["I'm typing the service name, billing."], True).instruction == \
+        "Type the service name, billing."

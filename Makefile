@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test score bench clean
+
+$(BIN)/sopline: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/sopline
+
+## Build the SOP for the bundled example recording into out/examples/.
+demo: install
+	$(BIN)/sopline build examples -o out/examples
+	@echo "open out/examples/deploy-checkout/sop.md"
+
+## Run the test suite (real recordings, real ffmpeg, the real bundled model).
+test: install
+	$(BIN)/pytest -q
+
+## Score SOPs for the shared corpus and our own scenarios against their truth files.
+score: install
+	PATH=$(abspath $(BIN)):$$PATH bench/score_corpus.sh out/score ../shared/corpus/recordings
+
+clean:
+	rm -rf out .pytest_cache

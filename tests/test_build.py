@@ -1,0 +1,216 @@
+"""End to end: real recordings, real ffmpeg, the real bundled model, through `sopline build`."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.build import BuildSettings, build
+from pipeline.cli import main
+from pipeline.schemas import validate
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECORDINGS = ["term-deploy", "gui-release", "web-scale", "narration-only", "no-audio"]
+TOLERANCE_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Build every fixture recording once; tests read the results."""
+    src = tmp_path_factory.mktemp("recordings")
+    for name in RECORDINGS:
+        shutil.copy(FIXTURES / f"{name}.mp4", src / f"{name}.mp4")
+    out = tmp_path_factory.mktemp("sops")
+    report = build([src], out, BuildSettings(cpu_threads=2))
+    assert not report.failed, [r.message for r in report.failed]
+    return out
+
+
+def sop(built, name):
+    return json.loads((built / name / "sop.json").read_text())
+
+
+def truth(name):
+    return json.loads((FIXTURES / f"{name}.truth.json").read_text())
+
+
+def matched(sop_doc, truth_doc):
+    """Truth step index -> SOP step, matched like the corpus scorer does (nearest first)."""
+    cands = []
+    for ti, t in enumerate(truth_doc["steps"]):
+        target = t["action_start_s"] if t["visual"] else t["sentences"][0]["start_s"]
+        for si, s in enumerate(sop_doc["steps"]):
+            at = s["change_s"] if t["visual"] and s["change_s"] is not None else s["start_s"]
+            if abs(at - target) <= TOLERANCE_S:
+                cands.append((abs(at - target), ti, si))
+    pairs, used = {}, set()
+    for _, ti, si in sorted(cands):
+        if ti not in pairs and si not in used:
+            pairs[ti] = sop_doc["steps"][si]
+            used.add(si)
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["term-deploy", "gui-release", "web-scale"])
+def test_every_performed_step_is_found_once(built, name):
+    doc, t = sop(built, name), truth(name)
+    assert len(doc["steps"]) == len(t["steps"])
+    assert len(matched(doc, t)) == len(t["steps"])
+
+
+@pytest.mark.parametrize("name", ["term-deploy", "gui-release", "web-scale"])
+def test_each_screenshot_shows_the_settled_result(built, name):
+    t = truth(name)
+    pairs = matched(sop(built, name), t)
+    for ti, step in pairs.items():
+        tstep = t["steps"][ti]
+        if not tstep["visual"]:
+            continue
+        next_action = t["steps"][ti + 1]["action_start_s"] if ti + 1 < len(t["steps"]) else t["duration_s"] + 1
+        assert tstep["settled_s"] - 0.1 <= step["screenshot"]["time_s"] < next_action + 0.1
+
+
+@pytest.mark.parametrize("name", ["term-deploy", "gui-release", "web-scale"])
+def test_narration_sentences_land_in_their_step(built, name):
+    t = truth(name)
+    for ti, step in matched(sop(built, name), t).items():
+        for sentence in t["steps"][ti]["sentences"]:
+            mid = (sentence["start_s"] + sentence["end_s"]) / 2
+            assert any(n["start_s"] - 0.25 <= mid <= n["end_s"] + 0.25 for n in step["narration"]), sentence
+
+
+def test_sop_json_is_valid_against_the_schema(built):
+    for name in RECORDINGS:
+        assert validate("sop", sop(built, name)) == []
+
+
+def test_instructions_are_imperative_not_speech(built):
+    for name in ["term-deploy", "gui-release", "web-scale"]:
+        for step in sop(built, name)["steps"]:
+            first = step["instruction"].split()[0].lower()
+            assert first not in {"i", "i'm", "so", "now", "okay", "then", "first", "next", "finally", "we"}
+
+
+def test_a_spoken_only_step_is_a_note_without_change(built):
+    doc, t = sop(built, "gui-release"), truth("gui-release")
+    spoken = [ti for ti, s in enumerate(t["steps"]) if not s["visual"]]
+    pairs = matched(doc, t)
+    for ti in spoken:
+        assert pairs[ti]["change_s"] is None
+        assert pairs[ti]["kind"] in ("note", "warning")
+
+
+def test_narration_without_any_screen_change_gives_note_steps(built):
+    doc, t = sop(built, "narration-only"), truth("narration-only")
+    assert len(doc["steps"]) == len(t["steps"])
+    assert all(s["change_s"] is None and s["screenshot"] is None for s in doc["steps"])
+    assert all(s["kind"] in ("note", "warning", "verification") for s in doc["steps"])
+
+
+def test_a_recording_without_audio_still_yields_its_steps(built):
+    doc, t = sop(built, "no-audio"), truth("no-audio")
+    assert doc["source"]["has_audio"] is False
+    assert doc["transcript"] == []
+    visual = [s for s in t["steps"] if s["visual"]]
+    assert len(matched(doc, t)) == len(visual)
+    assert all(s["narration"] == [] and s["screenshot"] for s in doc["steps"])
+
+
+def test_screenshots_exist_with_their_hash_and_a_highlight(built):
+    import hashlib
+
+    doc = sop(built, "term-deploy")
+    for step in doc["steps"]:
+        shot = step["screenshot"]
+        data = (built / "term-deploy" / shot["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == shot["sha256"]
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot["highlight"]["w"] > 0
+
+
+def test_values_named_in_narration_are_listed_as_inputs(built):
+    inputs = [i for s in sop(built, "gui-release")["steps"] for i in s["inputs"]]
+    assert "billing" in inputs  # "I'm typing the service name, billing."
+
+
+def test_the_manifest_lists_each_sop_with_its_source_and_hash(built):
+    index = json.loads((built / "index.json").read_text())
+    by_sop = {e["sop"]: e for e in index["sops"]}
+    assert set(by_sop) == {f"{n}/sop.json" for n in RECORDINGS}
+    assert all(len(e["sha256"]) == 64 and e["status"] == "built" for e in index["sops"])
+
+
+def test_no_machine_path_or_clock_time_in_outputs(built, tmp_path):
+    text = "".join(p.read_text() for p in built.rglob("*.json")) + "".join(p.read_text() for p in built.rglob("*.md"))
+    assert str(built) not in text and str(FIXTURES) not in text and "/tmp" not in text
+
+
+def test_rebuilding_gives_byte_identical_output(tmp_path):
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert not build([FIXTURES / "term-deploy.mp4"], out, BuildSettings(cpu_threads=2)).failed
+        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[0] == outputs[1]
+
+
+def test_sidecar_metadata_reaches_the_sop(tmp_path):
+    src = tmp_path / "rec"
+    src.mkdir()
+    shutil.copy(FIXTURES / "web-scale.mp4", src / "scale.mp4")
+    (src / "scale.sop.yaml").write_text("title: Scale the API\nowner: sre@example.com\nreview_every_days: 30\n"
+                                        "prerequisites: [Console access]\n")
+    out = tmp_path / "out"
+    assert not build([src], out, BuildSettings(cpu_threads=2)).failed
+    doc = json.loads((out / "scale" / "sop.json").read_text())
+    assert doc["title"] == "Scale the API"
+    assert doc["metadata"]["owner"] == "sre@example.com"
+    assert "Console access" in (out / "scale" / "sop.md").read_text()
+
+
+def test_bad_inputs_fail_alone_with_one_line_and_keep_the_previous_sop(tmp_path):
+    src = tmp_path / "rec"
+    (src / "team").mkdir(parents=True)
+    shutil.copy(FIXTURES / "narration-only.mp4", src / "team" / "good.mp4")
+    shutil.copy(FIXTURES / "no-audio.mp4", src / "broken.mp4")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(main, ["build", str(src), "-o", str(out)]).exit_code == 0
+    before = (out / "broken" / "sop.json").read_bytes()
+    (src / "broken.mp4").write_bytes(b"")  # the recording is now a zero-byte file
+    (src / "team" / "good.sop.yaml").write_text("review_every_days: [not, a, number]\n")
+    (src / "other.mp4").write_text("this is text, not a video")
+    result = runner.invoke(main, ["build", str(src), "-o", str(out)])
+    assert result.exit_code == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 3
+    assert any("broken.mp4" in e and "empty" in e for e in errors)
+    assert any("good.mp4" in e and "sidecar" in e for e in errors)
+    assert any("other.mp4" in e for e in errors)
+    assert "Traceback" not in result.output
+    assert (out / "broken" / "sop.json").read_bytes() == before
+    index = json.loads((out / "index.json").read_text())
+    assert {e["sop"]: e["status"] for e in index["sops"]}["broken/sop.json"] == "failed"
+
+
+def test_cli_validate_accepts_built_sops_and_rejects_a_broken_one(built, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["validate", str(built)]).exit_code == 0
+    bad = tmp_path / "x" / "sop.json"
+    bad.parent.mkdir()
+    doc = sop(built, "term-deploy")
+    doc["steps"][0]["kind"] = "chore"
+    bad.write_text(json.dumps(doc))
+    result = runner.invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1 and "chore" in result.output
+
+
+def test_cli_schema_prints_the_sop_schema():
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["$schema"].endswith("2020-12/schema")
+
+
+def test_cli_usage_error_exits_2(tmp_path):
+    assert CliRunner().invoke(main, ["build", str(tmp_path / "missing.mp4"), "-o", str(tmp_path)]).exit_code == 2
