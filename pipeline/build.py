@@ -192,12 +192,13 @@ class Builder:
         geometry = decode.analysis_geometry(info)
         counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
         frames = _counted(decode.stream_gray_frames(rec.path, geometry))
-        diffs = list(diff.diff_frames(frames, geometry.scale, counter))
+        first = diff.FirstFrame()
+        diffs = list(diff.diff_frames(frames, geometry.scale, counter, first))
         if frames.count == 0:
             worker.join()
             raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
         timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, frames.count,
-                                         (info.width, info.height))
+                                         (info.width, info.height), first)
         del diffs
         step("transcribe")
         worker.join()

@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 NOISE_LEVEL = 24  # gray levels; compression noise on static screens stays below
+DRIFT_LEVEL = 3  # a cell's mean gray moving this much is a (slow) change of what it shows
 CELL = 8  # analysis pixels per cell side
 POINTER_MAX_SRC_PX = 40  # a mouse pointer sprite fits in this many source pixels
 CARET_MAX_WIDTH_PX = 3  # a blinking text caret is a line at most this wide (analysis px)
@@ -38,6 +39,7 @@ class Blob:
     pixels: int
     cells: tuple[int, ...]  # flat indexes of the changed cells in the cell grid
     kind: str  # "content" | "caret" | "pointer"
+    values: tuple[int, ...] = ()  # mean gray of each of those cells after the change
 
     @property
     def width(self) -> int:
@@ -54,6 +56,9 @@ class FrameDiff:
 
     index: int
     blobs: tuple[Blob, ...]
+    # cells whose mean gray drifted without any pixel crossing NOISE_LEVEL (a fade), with
+    # their new mean: keeps each cell's history true to the screen for revert checks
+    drift: tuple[tuple[int, int], ...] = ()
 
 
 class AmbientCounter:
@@ -99,7 +104,16 @@ def _cell_mask(changed: np.ndarray) -> np.ndarray:
     return padded.reshape(ch, CELL, cw, CELL).any(axis=(1, 3))
 
 
-def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float) -> list[Blob]:
+def cell_means(frame: np.ndarray) -> np.ndarray:
+    """Mean gray of every cell, flat: a coarse fingerprint of what each cell shows."""
+    h, w = frame.shape
+    ch, cw = cells_shape(w, h)
+    padded = np.zeros((ch * CELL, cw * CELL), np.float32)
+    padded[:h, :w] = frame
+    return np.rint(padded.reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))).astype(np.uint8).ravel()
+
+
+def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float, means: np.ndarray) -> list[Blob]:
     labels, count = ndimage.label(cell_mask, structure=np.ones((3, 3), bool))
     if count == 0:
         return []
@@ -118,7 +132,7 @@ def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float) -> list[Blo
         cells = tuple(int((y + cy.start) * cw + x + cx.start) for y, x in zip(ys, xs))
         x0, y0 = cx.start * CELL + int(cols[0]), cy.start * CELL + int(rows[0])
         blob = Blob(x0, y0, cx.start * CELL + int(cols[-1]) + 1, cy.start * CELL + int(rows[-1]) + 1,
-                    int(pix.sum()), cells, "content")
+                    int(pix.sum()), cells, "content", tuple(int(means[c]) for c in cells))
         if blob.width <= CARET_MAX_WIDTH_PX and blob.height * scale <= CARET_MAX_HEIGHT_SRC:
             blob = _with_kind(blob, "caret")
         blobs.append(blob)
@@ -126,7 +140,7 @@ def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float) -> list[Blo
 
 
 def _with_kind(blob: Blob, kind: str) -> Blob:
-    return Blob(blob.x0, blob.y0, blob.x1, blob.y1, blob.pixels, blob.cells, kind)
+    return Blob(blob.x0, blob.y0, blob.x1, blob.y1, blob.pixels, blob.cells, kind, blob.values)
 
 
 def _mark_pointer_jump(blobs: list[Blob], scale: float) -> list[Blob]:
@@ -145,26 +159,48 @@ def _mark_pointer_jump(blobs: list[Blob], scale: float) -> list[Blob]:
     return [_with_kind(x, "pointer") if x.kind == "content" else x for x in blobs]
 
 
+class FirstFrame:
+    """Receives the cell fingerprint of the first frame, the base of every cell's history."""
+
+    means: np.ndarray | None = None
+
+
 def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCounter | None = None,
-                ) -> Iterator[FrameDiff]:
+                first: FirstFrame | None = None) -> Iterator[FrameDiff]:
     """Yield a FrameDiff for every frame that differs from its predecessor."""
     prev = None
+    recorded = None  # the cell means as last reported, to notice slow fades
     for index, frame in enumerate(frames):
         if prev is None:
             prev = frame.astype(np.int16)
+            recorded = cell_means(frame)
+            if first is not None:
+                first.means = recorded.copy()
             if ambient is not None:
                 ambient.add(index, None)
             continue
-        delta = np.abs(frame.astype(np.int16) - prev)
+        current = frame.astype(np.int16)
+        delta = np.abs(current - prev)
+        prev = current
         changed = delta > NOISE_LEVEL
-        prev = frame.astype(np.int16)
         if not changed.any():
             if ambient is not None:
                 ambient.add(index, None)
+            if delta.any():
+                means = cell_means(frame)
+                moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
+                if moved.size:
+                    recorded[moved] = means[moved]
+                    yield FrameDiff(index, (), tuple((int(c), int(means[c])) for c in moved))
             continue
         cell_mask = _cell_mask(changed)
         if ambient is not None:
             ambient.add(index, cell_mask)
-        yield FrameDiff(index, tuple(_blobs(changed, cell_mask, scale)))
+        means = cell_means(frame)
+        blobs = tuple(_blobs(changed, cell_mask, scale, means))
+        moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
+        recorded[moved] = means[moved]
+        in_blobs = {c for b in blobs for c in b.cells}
+        yield FrameDiff(index, blobs, tuple((int(c), int(means[c])) for c in moved if int(c) not in in_blobs))
     if ambient is not None:
         ambient.finish()

@@ -9,12 +9,13 @@ and the event ends where the screen settled.
 """
 from __future__ import annotations
 
-from typing import Iterable
+import bisect
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from .diff import NOISE_LEVEL, AmbientCounter, Blob, FrameDiff
+from .diff import NOISE_LEVEL, AmbientCounter, Blob, FirstFrame, FrameDiff
 from .model import Box, ChangeEvent, VisualTimeline
 
 AMBIENT_SHARE = 0.25
@@ -22,6 +23,9 @@ AMBIENT_MIN_SECONDS = 4
 AMBIENT_GROW_CELLS = (1, 5)  # rows, columns: a clock's minutes sit left of its seconds
 EVENT_GAP_S = 1.0
 MIN_CONTENT_SRC_PIXELS = 10
+REVERT_WINDOW_S = 8.0  # a toast or dialog going away within this long of appearing
+REVERT_TOLERANCE = 6  # gray levels a cell's mean may differ and still be "as it was"
+REVERT_SHARE = 0.9  # share of the change's cells that must be back as they were
 
 
 def ambient_mask(counter: AmbientCounter) -> np.ndarray:
@@ -41,28 +45,70 @@ def _is_content(blob: Blob, ambient_flat: np.ndarray, scale: float) -> bool:
     return in_ambient * 2 < len(blob.cells)
 
 
-def find_events(diffs: Iterable[FrameDiff], counter: AmbientCounter, fps: float, scale: float,
-                frame_count: int, src_size: tuple[int, int]) -> VisualTimeline:
-    """Group content changes into events, in time order."""
+def find_events(diffs: Sequence[FrameDiff], counter: AmbientCounter, fps: float, scale: float,
+                frame_count: int, src_size: tuple[int, int], first: FirstFrame | None = None) -> VisualTimeline:
+    """Group content changes into events, in time order, without transient reverts."""
     ambient_flat = ambient_mask(counter).ravel()
-    total_cells = ambient_flat.size
-    events: list[ChangeEvent] = []
-    current: list[tuple[int, list[Blob]]] = []
-
-    def close() -> None:
-        if current:
-            events.append(_event(current, fps, scale, total_cells, src_size))
-            current.clear()
-
+    groups: list[list[tuple[int, list[Blob]]]] = []
     for diff in diffs:
         content = [b for b in diff.blobs if _is_content(b, ambient_flat, scale)]
         if not content:
             continue
-        if current and (diff.index - current[-1][0]) / fps > EVENT_GAP_S:
-            close()
-        current.append((diff.index, content))
-    close()
-    return VisualTimeline(tuple(events), fps, frame_count)
+        if groups and (diff.index - groups[-1][-1][0]) / fps > EVENT_GAP_S:
+            groups.append([])
+        if not groups:
+            groups.append([])
+        groups[-1].append((diff.index, content))
+    if first is not None and first.means is not None:
+        groups = _drop_reverts(groups, CellHistory(diffs, first.means), fps)
+    events = tuple(_event(g, fps, scale, ambient_flat.size, src_size) for g in groups)
+    return VisualTimeline(events, fps, frame_count)
+
+
+class CellHistory:
+    """What each cell showed over time (its mean gray), rebuilt from the diffs."""
+
+    def __init__(self, diffs: Sequence[FrameDiff], first_means: np.ndarray):
+        self.first = first_means
+        self.changes: dict[int, tuple[list[int], list[int]]] = {}
+        for diff in diffs:
+            pairs = [pair for blob in diff.blobs for pair in zip(blob.cells, blob.values)]
+            for cell, value in pairs + list(diff.drift):
+                idx, vals = self.changes.setdefault(cell, ([], []))
+                idx.append(diff.index)
+                vals.append(value)
+
+    def value(self, cell: int, index: int) -> int:
+        """Mean gray of the cell as shown in frame `index`."""
+        idx, vals = self.changes.get(cell, ((), ()))
+        k = bisect.bisect_right(idx, index)
+        return vals[k - 1] if k else int(self.first[cell])
+
+
+def _drop_reverts(groups, history: CellHistory, fps: float):
+    """Drop a change that only puts the screen back as it was just before an earlier change:
+    a toast or spinner going away is the tail of an earlier step, not a step."""
+    kept: list = []
+    settle = int(round(EVENT_GAP_S * fps))
+    for n, group in enumerate(groups):
+        cells = sorted({c for _, blobs in group for b in blobs for c in b.cells})
+        start, end = group[0][0], group[-1][0]
+        settled = end + settle if n + 1 == len(groups) else min(end + settle, groups[n + 1][0][0] - 1)
+        after = np.array([history.value(c, settled) for c in cells], np.int16)
+        before = np.array([history.value(c, start - 1) for c in cells], np.int16)
+        reverted = False
+        for earlier in reversed(kept):
+            if (start - earlier[0][0]) / fps > REVERT_WINDOW_S:
+                break
+            was = np.array([history.value(c, earlier[0][0] - 1) for c in cells], np.int16)
+            same_as_then = np.abs(after - was) <= REVERT_TOLERANCE
+            changed_now = np.abs(after - before) > REVERT_TOLERANCE
+            if same_as_then.mean() >= REVERT_SHARE and changed_now.any():
+                reverted = True
+                break
+        if not reverted:
+            kept.append(group)
+    return kept
 
 
 def _event(frames: list[tuple[int, list[Blob]]], fps: float, scale: float, total_cells: int,

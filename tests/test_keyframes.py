@@ -1,5 +1,5 @@
 """Keyframes stage: events from a synthetic screen timeline at 10 frames a second."""
-from pipeline.diff import AmbientCounter, cells_shape, diff_frames
+from pipeline.diff import AmbientCounter, FirstFrame, cells_shape, diff_frames
 from pipeline.keyframes import find_events
 from synth import H, W, screen, with_rect
 
@@ -8,8 +8,9 @@ FPS = 10
 
 def events(frames):
     counter = AmbientCounter(cells_shape(W, H), FPS)
-    diffs = list(diff_frames(frames, 1.0, counter))
-    return find_events(diffs, counter, FPS, 1.0, len(frames), (W, H)).events
+    first = FirstFrame()
+    diffs = list(diff_frames(frames, 1.0, counter, first))
+    return find_events(diffs, counter, FPS, 1.0, len(frames), (W, H), first).events
 
 
 def clocked(n_seconds, change_at=None):
@@ -54,3 +55,30 @@ def test_changes_separated_by_a_calm_second_are_separate_events():
 def test_a_blinking_caret_is_not_an_event():
     frames = [with_rect(screen(), 100, 50, 1, 14) if (i // 5) % 2 else screen() for i in range(60)]
     assert events(frames) == ()
+
+
+def toast_timeline(fade_frames):
+    """A click changes the page at 1 s, a toast shows at 2 s and fades out over
+    fade_frames frames from 4.5 s; the next action changes another region at 7 s."""
+    page = with_rect(screen(), 10, 10, 120, 40, value=90)
+    frames = [screen()] * 10 + [page] * 10 + [with_rect(page, 200, 160, 100, 30, value=40)] * 25
+    for k in range(1, fade_frames + 1):  # opacity going to 0: each frame a little lighter
+        value = int(40 + (235 - 40) * k / fade_frames)
+        frames.append(with_rect(page, 200, 160, 100, 30, value=value))
+    frames += [page] * (70 - len(frames))
+    frames += [with_rect(page, 10, 100, 80, 20)] * 20
+    return frames
+
+
+def test_a_toast_going_away_is_not_a_new_change():
+    assert [e.start_s for e in events(toast_timeline(fade_frames=3))] == [1.0, 7.0]
+
+
+def test_a_slow_fade_below_the_noise_level_still_counts_as_going_away():
+    assert [e.start_s for e in events(toast_timeline(fade_frames=12))] == [1.0, 7.0]
+
+
+def test_changing_a_region_to_something_new_is_a_change():
+    frames = [screen()] * 10 + [with_rect(screen(), 10, 10, 60, 30, value=90)] * 20
+    frames += [with_rect(screen(), 10, 10, 60, 30, value=160)] * 20
+    assert [e.start_s for e in events(frames)] == [1.0, 3.0]
