@@ -28,3 +28,7 @@ score: install
 
 clean:
 	rm -rf out .pytest_cache
+
+## Print speed and peak memory of a 5-minute 720p build (figures only, not a test).
+bench: install
+	$(BIN)/python bench/long_recording.py --minutes 5 --height 720

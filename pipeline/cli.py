@@ -118,3 +118,7 @@ def schema_command(sidecar: bool) -> None:
     from .schemas import load_schema
 
     click.echo(json.dumps(load_schema("sidecar" if sidecar else "sop"), indent=2))
+
+
+if __name__ == "__main__":
+    main()
