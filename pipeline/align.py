@@ -26,10 +26,16 @@ class NarrationBlock:
     """Sentences spoken without a long pause: the narration of one step."""
 
     sentences: tuple[Sentence, ...]
+    onset_s: float | None = None  # when the voice really starts, from the audio energy
 
     @property
     def start_s(self) -> float:
         return self.sentences[0].start_s
+
+    @property
+    def heard_s(self) -> float:
+        """When the narration is first heard: the audio onset, else whisper's first word."""
+        return self.onset_s if self.onset_s is not None else self.start_s
 
     @property
     def end_s(self) -> float:
@@ -50,6 +56,19 @@ class SilenceMap:
         loud = float(np.percentile(rms, 99))
         threshold = max(floor * 3.0, floor + 0.05 * (loud - floor), 1e-4)
         self.silent = rms <= threshold
+
+    def onset(self, start_s: float, reach_s: float = 0.6) -> float:
+        """Start of the sound run that whisper's word start falls in (or just after),
+        searched at most reach_s back: whisper tends to place first words late."""
+        i = min(len(self.silent) - 1, int(start_s / HOP_S))
+        if i < 0:
+            return start_s
+        limit = max(0, i - int(reach_s / HOP_S))
+        if self.silent[i]:  # word start in silence: the voice starts after it
+            return start_s
+        while i > limit and not self.silent[i - 1]:
+            i -= 1
+        return round(i * HOP_S, 3)
 
     def longest_pause(self, start_s: float, end_s: float) -> float:
         """Longest silent run, in seconds, inside [start_s, end_s]."""
@@ -79,4 +98,4 @@ def group_sentences(sentences: Sequence[Sentence], silence: SilenceMap | None,
                 blocks[-1].append(sentence)
                 continue
         blocks.append([sentence])
-    return [NarrationBlock(tuple(b)) for b in blocks]
+    return [NarrationBlock(tuple(b), silence.onset(b[0].start_s) if silence is not None else None) for b in blocks]

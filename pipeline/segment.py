@@ -47,13 +47,13 @@ def _group_start(group: tuple[NarrationBlock | None, list[ChangeEvent]]) -> floa
 def _owner(groups, event: ChangeEvent):
     """The group whose narration this change illustrates, or None for a new step."""
     narrated = [g for g in groups if g[0] is not None]
-    before = [g for g in narrated if g[0].start_s <= event.start_s + LEAD_S]
+    before = [g for g in narrated if g[0].heard_s <= event.start_s + LEAD_S]
     if before:
         block, evs = before[-1]
         if evs and event.start_s - max(block.end_s, evs[-1].end_s) > ORPHAN_AFTER_S:
             return None
         return before[-1]
-    upcoming = [g for g in narrated if g[0].start_s - event.start_s <= EARLY_S]
+    upcoming = [g for g in narrated if g[0].heard_s - event.start_s <= EARLY_S]
     if upcoming:
         return upcoming[0]
     orphans = [g for g in groups if g[0] is None and event.start_s - g[1][-1].end_s <= LEAD_S]

@@ -80,3 +80,16 @@ def test_screenshot_waits_for_the_screen_to_settle_but_not_past_the_next_change(
 def test_screenshot_never_points_past_the_end_of_the_video():
     plans = plan_steps(blocks_of((1, 3)), [event(2.0, 4.9)], 5.0, 10)
     assert plans[0].shot_time_s <= 4.9
+
+
+def test_block_onset_comes_from_the_audio_when_whisper_starts_late():
+    audio = narration((1.0, 3.0), (5.0, 7.0))
+    blocks = group_sentences([sent(1.3, 2.9), sent(5.35, 6.8)], SilenceMap(audio))
+    assert [round(b.heard_s, 1) for b in blocks] == [1.0, 5.0]
+
+
+def test_a_change_right_at_the_voice_onset_belongs_to_the_new_block():
+    audio = narration((1.0, 3.0), (5.0, 7.0))
+    blocks = group_sentences([sent(1.3, 2.9), sent(5.45, 6.8)], SilenceMap(audio))
+    plans = plan_steps(blocks, [event(2.0, 2.2), event(5.05, 5.3)], 9.0, 10)
+    assert [p.change_s for p in plans] == [2.0, 5.05]
