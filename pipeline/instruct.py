@@ -62,7 +62,7 @@ _LOOSE_FILLERS = (
 # "Right-click ..." or "Good practice is ...").
 _COMMA_FILLERS = (
     "right", "well", "good", "great", "cool", "perfect", "yes", "yeah", "oh", "basically",
-    "actually", "also", "here", "so now", "and now",
+    "actually", "also", "here", "so now", "and now", "last", "for the record",
 )
 _FILLER_RE = re.compile(
     r"^(?:(?:" + "|".join(sorted(_LOOSE_FILLERS, key=len, reverse=True)).replace(" ", r"\s+")
@@ -447,7 +447,7 @@ def _prefix_join(prefix: str):
     if _PREFIX_RE.match(prefix):
         moved = _lower_first(prefix.rstrip(", "))
         return lambda action: f"{action} {moved}"
-    if re.search(r"(?:,|\band|\bthen)$", prefix, re.IGNORECASE):
+    if re.search(r"(?:,|\band|\bthen)(?:\s+(?:first|next|now|then|finally))?$", prefix, re.IGNORECASE):
         return lambda action: action  # a separate clause before: the action stands alone
     return None
 

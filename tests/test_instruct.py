@@ -383,3 +383,12 @@ def test_any_narration_gives_a_clean_sentence_or_nothing(sentences, visual):
 def test_a_value_after_a_comma_is_not_turned_into_a_verb():
     assert describe_step(["I'm typing the service name, billing."], True).instruction == \
         "Type the service name, billing."
+
+
+def test_an_action_after_and_first_stands_alone():
+    text = "So I have been paged for orders, and first I pull the error logs from the last 30 minutes."
+    assert describe_step([text], True).instruction == "Pull the error logs from the last 30 minutes."
+
+
+def test_last_with_a_comma_is_a_filler():
+    assert describe_step(["Last, I add a note to the incident."], True).instruction == "Add a note to the incident."
