@@ -7,6 +7,7 @@ atomically, only once everything for them has been written).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ from .transcribe import Transcriber
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 INDEX_NAME = "index.json"
+LOCK_NAME = ".sopline.lock"
 Progress = Callable[..., None]
 
 
@@ -295,10 +297,28 @@ def build(paths: Sequence[Path], out: Path, settings: BuildSettings | None = Non
     report = BuildReport()
     recordings = discover(paths, out)
     out.mkdir(parents=True, exist_ok=True)
-    for rec in recordings:
-        report.results.append(builder.build_one(rec, out))
-    write_index(out, report)
+    with output_lock(out):
+        for rec in recordings:
+            report.results.append(builder.build_one(rec, out))
+        write_index(out, report)
     return report
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """One build at a time per output folder: a second concurrent build is refused
+    clearly instead of interleaving writes to the same SOPs and manifest."""
+    import fcntl
+
+    with open(out / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BuildError(f"{out}: another sopline build is writing to this folder") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_index(out: Path, report: BuildReport) -> None:

@@ -214,3 +214,15 @@ def test_cli_schema_prints_the_sop_schema():
 
 def test_cli_usage_error_exits_2(tmp_path):
     assert CliRunner().invoke(main, ["build", str(tmp_path / "missing.mp4"), "-o", str(tmp_path)]).exit_code == 2
+
+
+def test_a_second_build_into_the_same_folder_at_once_is_refused(tmp_path):
+    from pipeline.build import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):
+        result = CliRunner().invoke(main, ["build", str(FIXTURES / "no-audio.mp4"), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "another sopline build" in result.output
+    assert not (out / "no-audio").exists()
