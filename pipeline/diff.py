@@ -187,20 +187,23 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             if ambient is not None:
                 ambient.add(index, None)
             if delta.any():
-                means = cell_means(frame)
-                moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
-                if moved.size:
-                    recorded[moved] = means[moved]
-                    yield FrameDiff(index, (), tuple((int(c), int(means[c])) for c in moved))
+                drift = _drift(cell_means(frame), recorded, set())
+                if drift:
+                    yield FrameDiff(index, (), drift)
             continue
         cell_mask = _cell_mask(changed)
         if ambient is not None:
             ambient.add(index, cell_mask)
         means = cell_means(frame)
         blobs = tuple(_blobs(changed, cell_mask, scale, means))
-        moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
-        recorded[moved] = means[moved]
-        in_blobs = {c for b in blobs for c in b.cells}
-        yield FrameDiff(index, blobs, tuple((int(c), int(means[c])) for c in moved if int(c) not in in_blobs))
+        yield FrameDiff(index, blobs, _drift(means, recorded, {c for b in blobs for c in b.cells}))
     if ambient is not None:
         ambient.finish()
+
+
+def _drift(means: np.ndarray, recorded: np.ndarray, reported: set[int]) -> tuple[tuple[int, int], ...]:
+    """Cells whose mean moved more than DRIFT_LEVEL since last recorded, minus those a blob
+    already reports; updates `recorded` in place."""
+    moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
+    recorded[moved] = means[moved]
+    return tuple((int(c), int(means[c])) for c in moved if int(c) not in reported)

@@ -54,9 +54,7 @@ def find_events(diffs: Sequence[FrameDiff], counter: AmbientCounter, fps: float,
         content = [b for b in diff.blobs if _is_content(b, ambient_flat, scale)]
         if not content:
             continue
-        if groups and (diff.index - groups[-1][-1][0]) / fps > EVENT_GAP_S:
-            groups.append([])
-        if not groups:
+        if not groups or (diff.index - groups[-1][-1][0]) / fps > EVENT_GAP_S:
             groups.append([])
         groups[-1].append((diff.index, content))
     if first is not None and first.means is not None:
@@ -97,15 +95,14 @@ def _drop_reverts(groups, history: CellHistory, fps: float):
         after = np.array([history.value(c, settled) for c in cells], np.int16)
         before = np.array([history.value(c, start - 1) for c in cells], np.int16)
         reverted = False
-        for earlier in reversed(kept):
-            if (start - earlier[0][0]) / fps > REVERT_WINDOW_S:
-                break
-            was = np.array([history.value(c, earlier[0][0] - 1) for c in cells], np.int16)
-            same_as_then = np.abs(after - was) <= REVERT_TOLERANCE
-            changed_now = np.abs(after - before) > REVERT_TOLERANCE
-            if same_as_then.mean() >= REVERT_SHARE and changed_now.any():
-                reverted = True
-                break
+        if (np.abs(after - before) > REVERT_TOLERANCE).any():  # only a real change can be a revert
+            for earlier in reversed(kept):
+                if (start - earlier[0][0]) / fps > REVERT_WINDOW_S:
+                    break
+                was = np.array([history.value(c, earlier[0][0] - 1) for c in cells], np.int16)
+                if (np.abs(after - was) <= REVERT_TOLERANCE).mean() >= REVERT_SHARE:
+                    reverted = True
+                    break
         if not reverted:
             kept.append(group)
     return kept
