@@ -45,6 +45,7 @@ class BuildSettings:
     model: str | None = None
     glossary: tuple[str, ...] = ()
     cpu_threads: int = 0  # 0: all available cores
+    max_duration_s: float | None = None  # refuse longer recordings up front (not in the digest: it never changes output)
 
     def digest(self, model_label: str) -> str:
         doc = {"model": model_label, "glossary": list(self.glossary),
@@ -55,6 +56,32 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """Everything an SOP's content depends on; an unchanged fingerprint means the SOP
+    on disk is what a rebuild would write, so the recording can be skipped."""
+
+    sha256: str
+    sidecar: str | None  # path relative to the build root, posix
+    sidecar_sha256: str | None
+    edits: str | None
+    edits_sha256: str | None
+    settings_sha256: str
+    generator_version: str
+    model: str
+
+    def as_entry(self) -> dict:
+        return {"sha256": self.sha256, "sidecar": self.sidecar, "sidecar_sha256": self.sidecar_sha256,
+                "edits": self.edits, "edits_sha256": self.edits_sha256,
+                "settings_sha256": self.settings_sha256, "generator_version": self.generator_version,
+                "model": self.model}
+
+    def matches(self, entry: dict | None) -> bool:
+        if not entry or entry.get("status") != "built":
+            return False
+        return all(entry.get(k) == v for k, v in self.as_entry().items())
+
+
+@dataclass(frozen=True)
 class BuildResult:
     recording: Recording
     ok: bool
@@ -62,15 +89,22 @@ class BuildResult:
     steps: int = 0
     warnings: tuple[str, ...] = ()
     sha256: str = ""
+    fingerprint: Fingerprint | None = None
+    skipped: bool = False  # unchanged since the last build: nothing was rewritten
 
 
 @dataclass
 class BuildReport:
     results: list[BuildResult] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
 
     @property
     def failed(self) -> list[BuildResult]:
         return [r for r in self.results if not r.ok]
+
+    @property
+    def skipped(self) -> list[BuildResult]:
+        return [r for r in self.results if r.skipped]
 
 
 def discover(paths: Iterable[Path], out: Path | None = None) -> list[Recording]:
@@ -257,19 +291,24 @@ class Builder:
             transcript=tuple(Sentence(s.start_s, s.end_s, s.text) for s in transcript.sentences))
         return sop, pngs, tuple(warnings)
 
-    def build_one(self, rec: Recording, out: Path) -> BuildResult:
+    def build_one(self, rec: Recording, out: Path, fingerprint: Fingerprint | None = None) -> BuildResult:
+        """Build one recording's SOP folder; any failure becomes a failed result, and the
+        SOP folder from an earlier build is then left exactly as it was."""
         self.progress("recording", recording=str(rec.source))
-        sha = ""
+        fp = fingerprint
         try:
-            sha = sha256_file(rec.path)
-            sop, pngs, warnings = self.build_sop(rec, sha)
+            if fp is None:
+                fp = fingerprint_of(rec, self.settings)
+            sop, pngs, warnings = self.build_sop(rec, fp.sha256)
             render.write_sop_folder(sop, pngs, out / Path(*rec.rel.parts))
-        except BuildError as exc:
-            return BuildResult(rec, False, str(exc), sha256=sha)
+        except (BuildError, sidecar.SidecarError) as exc:
+            return BuildResult(rec, False, str(exc), sha256=fp.sha256 if fp else "", fingerprint=fp)
         except OSError as exc:
-            return BuildResult(rec, False, f"{exc.strerror or exc}", sha256=sha)
+            return BuildResult(rec, False, f"{exc.strerror or exc}", sha256=fp.sha256 if fp else "",
+                               fingerprint=fp)
         self.progress("done", recording=str(rec.source), steps=len(sop.steps))
-        return BuildResult(rec, True, steps=len(sop.steps), warnings=warnings, sha256=sha)
+        return BuildResult(rec, True, steps=len(sop.steps), warnings=warnings, sha256=fp.sha256,
+                           fingerprint=fp)
 
 
 def _narration(plan: StepPlan) -> tuple[Sentence, ...]:
@@ -289,19 +328,147 @@ class _counted:
             yield item
 
 
+EDITS_SUFFIX = ".sop.edits.yaml"
+
+
+def edits_path_for(recording: Path) -> Path:
+    """The human-edits overlay of a recording: ``<stem>.sop.edits.yaml`` beside it."""
+    return recording.with_name(recording.stem + EDITS_SUFFIX)
+
+
+def fingerprint_of(rec: Recording, settings: BuildSettings, model_label: str | None = None) -> Fingerprint:
+    """Hash the recording and the files beside it that shape its SOP (reads bytes only:
+    this is all a no-op rebuild costs)."""
+    from .transcribe import resolve_model
+
+    label = model_label or resolve_model(settings.model).label
+    beside = rec.source.parent
+
+    def optional(path: Path) -> tuple[str | None, str | None]:
+        if not path.exists():
+            return None, None
+        return str(beside / path.name), sha256_file(path)
+
+    side, side_sha = optional(sidecar.sidecar_path_for(rec.path))
+    edits, edits_sha = optional(edits_path_for(rec.path))
+    return Fingerprint(sha256_file(rec.path), side, side_sha, edits, edits_sha, settings.digest(label),
+                       __version__, label)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1-based) to ``(I, N)``; raises ValueError with a readable message."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not of the form I/N (e.g. 2/4)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"{text!r}: need 1 <= I <= N")
+    return index, count
+
+
+def shard_of(rel: PurePosixPath | str, count: int) -> int:
+    """The 1-based shard a recording belongs to: a hash of its path, so a recording stays in
+    its shard whatever else is added or removed (a CI matrix keeps its caches warm)."""
+    digest = hashlib.sha256(str(rel).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
 def build(paths: Sequence[Path], out: Path, settings: BuildSettings | None = None,
-          progress: Progress | None = None) -> BuildReport:
-    """Build an SOP for every recording under paths into out, then write out/index.json."""
+          progress: Progress | None = None, *, force: bool = False,
+          shard: tuple[int, int] | None = None, jobs: int = 1) -> BuildReport:
+    """Build an SOP for every recording under paths into out, then write out/index.json.
+
+    Recordings whose fingerprint (recording, sidecar, edits, settings, generator) matches
+    the manifest are skipped unless ``force``; ``shard=(I, N)`` builds only the I-th of N
+    stable shares; ``jobs`` > 1 builds in that many worker processes.
+    """
+    from .transcribe import resolve_model
+
     settings = settings or BuildSettings()
-    builder = Builder(settings, progress)
-    report = BuildReport()
+    progress = progress or (lambda *a, **k: None)
     recordings = discover(paths, out)
+    if shard is not None:
+        recordings = [r for r in recordings if shard_of(r.rel, shard[1]) == shard[0]]
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
-        for rec in recordings:
-            report.results.append(builder.build_one(rec, out))
-        write_index(out, report)
+        previous = read_index(out)
+        label = resolve_model(settings.model).label
+        results: dict[int, BuildResult] = {}
+        todo: list[tuple[int, Recording, Fingerprint]] = []
+        for i, rec in enumerate(recordings):
+            try:
+                fp = fingerprint_of(rec, settings, label)
+            except sidecar.SidecarError as exc:
+                results[i] = BuildResult(rec, False, str(exc))
+                continue
+            except OSError as exc:
+                results[i] = BuildResult(rec, False, f"{exc.strerror or exc}")
+                continue
+            entry = previous.get(_index_key(rec))
+            if not force and fp.matches(entry) and (out / Path(*rec.rel.parts) / "sop.json").is_file():
+                results[i] = BuildResult(rec, True, steps=int(entry.get("steps") or 0), sha256=fp.sha256,
+                                         fingerprint=fp, skipped=True)
+                progress("skipped", recording=str(rec.source))
+            else:
+                todo.append((i, rec, fp))
+        if jobs > 1 and len(todo) > 1:
+            results.update(_build_parallel(todo, out, settings, jobs, progress))
+        else:
+            builder = Builder(settings, progress)
+            for i, rec, fp in todo:
+                results[i] = builder.build_one(rec, out, fp)
+        report = BuildReport([results[i] for i in range(len(recordings))], shard)
+        write_index(out, report, previous)
     return report
+
+
+_worker_builder: Builder | None = None
+
+
+def _init_worker(settings: BuildSettings) -> None:
+    global _worker_builder
+    _worker_builder = Builder(settings)
+
+
+def _build_in_worker(rec: Recording, out: Path, fp: Fingerprint) -> BuildResult:
+    assert _worker_builder is not None
+    return _worker_builder.build_one(rec, out, fp)
+
+
+def _build_parallel(todo, out: Path, settings: BuildSettings, jobs: int, progress: Progress) -> dict:
+    """Recordings in worker processes: each loads the model once and gets its share of the
+    cores for CTranslate2, so N jobs never run more speech threads than there are cores."""
+    import dataclasses
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    jobs = min(jobs, len(todo))
+    threads = settings.cpu_threads or max(1, decode.available_cpus() // jobs)
+    worker_settings = dataclasses.replace(settings, cpu_threads=threads)
+    results: dict[int, BuildResult] = {}
+    # spawn, not fork: the parent may hold threads (progress, ffmpeg readers) and OpenMP state
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(worker_settings,)) as pool:
+        futures = {}
+        for i, rec, fp in todo:
+            futures[pool.submit(_build_in_worker, rec, out, fp)] = (i, rec, fp)
+        for future in as_completed(futures):
+            i, rec, fp = futures[future]
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                result = BuildResult(rec, False, "the worker process building it died (out of memory?)",
+                                     sha256=fp.sha256, fingerprint=fp)
+            except Exception as exc:  # noqa: BLE001 - one recording's failure must not stop the rest
+                result = BuildResult(rec, False, f"unexpected error: {exc}", sha256=fp.sha256, fingerprint=fp)
+            results[i] = result
+            if result.ok:
+                progress("done", recording=str(rec.source), steps=result.steps)
+            else:
+                progress("failed", recording=str(rec.source))
+    return results
 
 
 @contextlib.contextmanager
@@ -321,27 +488,53 @@ def output_lock(out: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_index(out: Path, report: BuildReport) -> None:
-    """The manifest: one entry per SOP, merged with entries of recordings not in this run."""
+def _index_key(rec: Recording) -> str:
+    return f"{rec.rel}/sop.json"
+
+
+def read_index(out: Path) -> dict[str, dict]:
+    """The manifest's entries by SOP path; an unreadable manifest counts as empty (everything
+    is then rebuilt, which is slow but never wrong)."""
     path = out / INDEX_NAME
     entries: dict[str, dict] = {}
-    if path.exists():
-        try:
-            for entry in json.loads(path.read_text("utf-8")).get("sops", []):
-                if isinstance(entry, dict) and isinstance(entry.get("sop"), str):
-                    entries[entry["sop"]] = entry
-        except (ValueError, AttributeError):
-            entries = {}
+    if not path.is_file():
+        return entries
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+        for entry in doc.get("sops", []):
+            if isinstance(entry, dict) and isinstance(entry.get("sop"), str):
+                entries[entry["sop"]] = entry
+    except (ValueError, AttributeError, OSError):
+        return {}
+    return entries
+
+
+def write_index(out: Path, report: BuildReport, previous: dict[str, dict] | None = None) -> None:
+    """The manifest: one entry per SOP, merged with entries of recordings not in this run
+    (another shard's, or a recording built earlier from another path argument)."""
+    entries = dict(read_index(out) if previous is None else previous)
     for r in report.results:
-        key = f"{r.recording.rel}/sop.json"
-        entry = {"sop": key, "source": str(r.recording.source), "sha256": r.sha256,
-                 "status": "built" if r.ok else "failed", "steps": r.steps}
+        key = _index_key(r.recording)
+        entry = {"sop": key, "source": str(r.recording.source)}
+        if r.fingerprint is not None:
+            entry.update(r.fingerprint.as_entry())
+        else:
+            entry["sha256"] = r.sha256
+        entry.update({"status": "built" if r.ok else "failed", "steps": r.steps})
         if not r.ok:
             entry["error"] = r.message
-            previous = entries.get(key)
-            if previous and previous.get("status") == "built":
-                entry["previous"] = {k: previous[k] for k in ("sha256", "steps") if k in previous}
+            earlier = entries.get(key)
+            if earlier and earlier.get("status") == "built":
+                entry["previous"] = {k: earlier[k] for k in ("sha256", "steps") if k in earlier}
+            elif earlier and isinstance(earlier.get("previous"), dict):
+                entry["previous"] = earlier["previous"]
         entries[key] = entry
-    doc = {"schema_version": 1, "generator": {"name": "sopline", "version": __version__},
-           "sops": [entries[k] for k in sorted(entries)]}
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_index_entries(out, entries, report.shard)
+
+
+def write_index_entries(out: Path, entries: dict[str, dict], shard: tuple[int, int] | None = None) -> None:
+    doc: dict = {"schema_version": 1, "generator": {"name": "sopline", "version": __version__}}
+    if shard is not None:
+        doc["shard"] = f"{shard[0]}/{shard[1]}"
+    doc["sops"] = [entries[k] for k in sorted(entries)]
+    atomic_write_bytes(out / INDEX_NAME, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .build import BuildSettings, build
+from .build import VIDEO_SUFFIXES, BuildError, BuildSettings, build, discover, parse_shard
 
 
 def _read_glossary(path: Path | None) -> tuple[str, ...]:
@@ -37,6 +37,10 @@ class _Progress:
             self._say(f"{rec}: {info['stage']}")
         elif event == "done":
             self._say(f"{rec}: {info['steps']} steps", final=True)
+        elif event == "failed":
+            self._say(f"{rec}: failed", final=True)
+        elif event == "skipped":
+            self._say(f"{rec}: unchanged, skipped")
 
     def _say(self, text: str, final: bool = False) -> None:
         if self.live:
@@ -55,6 +59,18 @@ def main() -> None:
     """Turn narrated screen recordings into Standard Operating Procedures."""
 
 
+class _ShardType(click.ParamType):
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_shard(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @main.command("build")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -63,13 +79,28 @@ def main() -> None:
               "(a name may be downloaded). Default: the bundled tiny.en.")
 @click.option("--glossary", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File with one domain term a line (kubectl, terraform...) to bias recognition.")
-@click.option("--threads", type=click.IntRange(0, 256), default=0, help="CPU threads for speech (0: all cores).")
-def build_command(paths, out, model, glossary, threads) -> None:
-    """Build an SOP for every recording in PATHS (files or folders, searched recursively)."""
-    settings = BuildSettings(model=model, glossary=_read_glossary(glossary), cpu_threads=threads)
+@click.option("--threads", type=click.IntRange(0, 256), default=0,
+              help="CPU threads for speech (0: all cores, shared out among --jobs).")
+@click.option("--max-duration", "max_duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Refuse recordings longer than this, before decoding them.")
+@click.option("--force", is_flag=True, help="Rebuild every recording, even those unchanged since the last build.")
+@click.option("--shard", type=_ShardType(), default=None,
+              help="Build only the I-th of N stable shares of the recordings (CI matrix); see `sopline merge`.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1,
+              help="Recordings built in parallel, each in its own process (default 1).")
+def build_command(paths, out, model, glossary, threads, max_duration, force, shard, jobs) -> None:
+    """Build an SOP for every recording in PATHS (files or folders, searched recursively).
+
+    Recordings unchanged since the last build into OUT (same bytes, sidecar, edits,
+    settings and sopline version, per OUT/index.json) are skipped.
+    """
+    settings = BuildSettings(model=model, glossary=_read_glossary(glossary), cpu_threads=threads,
+                             max_duration_s=max_duration)
+    if not discover(list(paths), out):
+        raise click.UsageError("no recordings found (looked for " + " ".join(VIDEO_SUFFIXES) + ")")
     progress = _Progress()
     try:
-        report = build(list(paths), out, settings, progress)
+        report = build(list(paths), out, settings, progress, force=force, shard=shard, jobs=jobs)
     except Exception as exc:  # a failure outside any one recording (e.g. the model)
         progress.clear()
         raise click.ClickException(str(exc)) from exc
@@ -79,10 +110,35 @@ def build_command(paths, out, model, glossary, threads) -> None:
             click.echo(f"warning: {r.recording.source}: {w}", err=True)
         if not r.ok:
             click.echo(f"error: {r.recording.path}: {r.message}", err=True)
-    built = len(report.results) - len(report.failed)
-    click.echo(f"built {built} of {len(report.results)} recording(s) into {out}", err=True)
-    if not report.results:
-        raise click.UsageError("no recordings found (looked for .mp4 .mov .mkv .webm)")
+    total, failed, skipped = len(report.results), len(report.failed), len(report.skipped)
+    parts = [f"built {total - failed - skipped}"]
+    if skipped:
+        parts.append(f"{skipped} unchanged")
+    if failed:
+        parts.append(f"{failed} failed")
+    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    click.echo(f"{', '.join(parts)} of {total} recording(s){where} into {out}", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
+@main.command("merge")
+@click.argument("shards", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The combined output folder.")
+def merge_command(shards, out) -> None:
+    """Combine the outputs of `sopline build --shard I/N` runs (SHARDS) into OUT."""
+    from .merge import MergeError, merge
+
+    try:
+        report = merge(list(shards), out)
+    except (MergeError, BuildError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for key in report.failed:
+        click.echo(f"error: {key}: failed in its shard", err=True)
+    click.echo(f"merged {len(report.copied)} SOP(s) from {len(shards)} shard(s) into {out}", err=True)
     sys.exit(1 if report.failed else 0)
 
 
@@ -118,6 +174,12 @@ def schema_command(sidecar: bool) -> None:
     from .schemas import load_schema
 
     click.echo(json.dumps(load_schema("sidecar" if sidecar else "sop"), indent=2))
+
+
+# Commands implemented beside their library modules; register each here.
+# (one line per command module, kept in this block)
+from .cli_publish import publish_command  # noqa: E402
+main.add_command(publish_command)
 
 
 if __name__ == "__main__":
