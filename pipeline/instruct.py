@@ -57,6 +57,8 @@ _LOOSE_FILLERS = (
     "before you start", "before we start", "before you begin", "before we begin",
     "to begin with", "to start with", "to start", "to begin", "once that's done",
     "once that is done", "as you can see", "as we can see", "secondly", "thirdly", "please",
+    # ordinals open a step only when the narrator's subject follows ("Last I post ...")
+    "(?:last|second|third|then finally)(?=\\s+(?:i|we)\\b)",
 )
 # Words that only act as markers when a comma follows ("Right, I ..." but not
 # "Right-click ..." or "Good practice is ...").

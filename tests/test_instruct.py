@@ -392,3 +392,12 @@ def test_an_action_after_and_first_stands_alone():
 
 def test_last_with_a_comma_is_a_filler():
     assert describe_step(["Last, I add a note to the incident."], True).instruction == "Add a note to the incident."
+
+
+@pytest.mark.parametrize("said, expected", [
+    ("Last I post a note to the ops channel.", "Post a note to the ops channel."),
+    ("Second we drain the pool.", "Drain the pool."),
+    ("The last step is cleanup.", "The last step is cleanup."),
+])
+def test_an_ordinal_opens_a_step_only_before_the_narrators_subject(said, expected):
+    assert describe_step([said], True).instruction == expected
