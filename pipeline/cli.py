@@ -178,6 +178,9 @@ def schema_command(sidecar: bool) -> None:
 
 # Commands implemented beside their library modules; register each here.
 # (one line per command module, kept in this block)
+from .cli_audit import audit_command, review_command  # noqa: E402
+main.add_command(audit_command)
+main.add_command(review_command)
 from .cli_publish import publish_command  # noqa: E402
 main.add_command(publish_command)
 

@@ -88,7 +88,13 @@ def _read_capped(path: Path) -> bytes:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and duplicate keys."""
+    """SafeLoader that refuses aliases and duplicate keys, and keeps dates as
+    text (``last_reviewed: {date: 2026-11-26}``): the schema and sop.json (JSON)
+    expect strings, not date objects."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
