@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, decode, diff, instruct, keyframes, render, segment, sidecar
+from . import __version__, align, decode, diff, edits, instruct, keyframes, render, segment, sidecar
 from .fsutil import atomic_write_bytes, sha256_file
-from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, Transcript
+from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText, Transcript
 from .transcribe import Transcriber
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
@@ -143,15 +145,29 @@ def _title_from_name(name: str) -> str:
 _ID_STOP = set("a an the to of and or so that this it is be i you we for with in on at as then now its".split())
 
 
+_ID_MAX = 64
+
+
+def step_id_base(instruction: str) -> str:
+    """The id a step's instruction gives before de-duplication: its first six content
+    words (accents folded), at most 64 characters; timing and position play no part."""
+    folded = unicodedata.normalize("NFKD", instruction).encode("ascii", "ignore").decode("ascii")
+    words = [w for w in re.findall(r"[a-z0-9]+", folded.lower()) if w not in _ID_STOP][:6]
+    return "-".join(words)[:_ID_MAX].rstrip("-") or "step"
+
+
 def step_ids(instructions: Sequence[str]) -> list[str]:
     """Ids from what each step says (its content words), so the same step keeps its id when
-    re-recorded or moved; a repeated instruction gets -2, -3..."""
-    ids, seen = [], {}
-    for text in instructions:
-        words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _ID_STOP][:6]
-        base = "-".join(words) or "step"
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    re-recorded or moved (human edits are keyed by it); a repeated instruction gets -2,
+    -3..., skipping any suffix that is another step's own id, so no two steps share one."""
+    bases = [step_id_base(text) for text in instructions]
+    reserved, used, ids = set(bases), set(), []
+    for base in bases:
+        sid, n = base, 2
+        while sid in used or (sid != base and sid in reserved):
+            sid, n = f"{base}-{n}", n + 1
+        used.add(sid)
+        ids.append(sid)
     return ids
 
 
@@ -199,13 +215,17 @@ class Builder:
             raise BuildError("no video stream (audio-only file?)")
         if info.width < 16 or info.height < 16:
             raise BuildError(f"video too small to analyse ({info.width}x{info.height})")
+        limit = self.settings.max_duration_s
+        if limit is not None and info.duration_s > limit:
+            raise BuildError(f"the recording lasts {render.format_ts(info.duration_s)} ({info.duration_s:g} s), "
+                             f"longer than the maximum of {limit:g} s (--max-duration); refused before decoding")
         side = None
-        side_path = sidecar.sidecar_path_for(rec.path)
+        side_path = sidecar.sidecar_path_for(rec.path)  # refuses links out of the folder, devices
         if side_path is not None and side_path.exists():
             try:
                 side = sidecar.load_sidecar(side_path)
-            except sidecar.SidecarError as exc:
-                raise BuildError(f"sidecar {side_path.name}: {exc}") from exc
+            except sidecar.SidecarError as exc:  # the reason alone: no machine path in index.json
+                raise BuildError(f"sidecar {side_path.name}: {exc.reason}") from exc
             warnings.extend(f"sidecar {side_path.name}: {w}" for w in side.warnings)
 
         transcriber = self.transcriber
@@ -251,33 +271,43 @@ class Builder:
         plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
 
         step("render")
-        shot_index = {i: int(round(p.shot_time_s * geometry.fps)) for i, p in enumerate(plans)
+        texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
+        plans, texts = _fold_contentless(plans, texts)
+        ids = step_ids([t.instruction for t in texts])
+        last_frame = frames.count - 1  # audio may outlast the video: never point past its end
+        shot_index = {i: min(last_frame, int(round(p.shot_time_s * geometry.fps))) for i, p in enumerate(plans)
                       if p.shot_time_s is not None}
         before_index = {i: max(0, int(round(p.change_s * geometry.fps)) - 1) for i, p in enumerate(plans)
                         if p.change_s is not None and i in shot_index}
-        frames_rgb = decode.grab_rgb_frames(rec.path, info, geometry,
-                                            sorted(set(shot_index.values()) | set(before_index.values())))
-        texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
-        ids = step_ids([t.instruction for t in texts])
+        before_index = {i: n for i, n in before_index.items() if n < shot_index[i]}
+        shots_at: dict[int, list[int]] = {}
+        befores_at: dict[int, list[int]] = {}
+        for i, n in shot_index.items():
+            shots_at.setdefault(n, []).append(i)
+        for i, n in before_index.items():
+            befores_at.setdefault(n, []).append(i)
         pngs: dict[str, bytes] = {}
-        steps: list[Step] = []
-        for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
-            shot = None
-            frame = frames_rgb.get(shot_index.get(i, -1))
-            if frame is not None:
-                highlight = plan.highlight
-                before = frames_rgb.get(before_index.get(i, -1))
+        screenshots: dict[int, Screenshot] = {}
+        befores: dict[int, object] = {}  # step -> frame before its change, held until its shot arrives
+        for n, frame in decode.iter_rgb_frames(rec.path, info, geometry, sorted(set(shots_at) | set(befores_at))):
+            for i in befores_at.get(n, ()):
+                befores[i] = frame
+            for i in shots_at.get(n, ()):
+                highlight = plans[i].highlight
+                before = befores.pop(i, None)
                 if before is not None and highlight is not None:
                     highlight = keyframes.net_change_box(before, frame, highlight) or highlight
                 name = render.image_path(i + 1)
                 png = render.screenshot_png(frame, highlight)
                 pngs[name] = png
-                shot = Screenshot(name, round(shot_index[i] / geometry.fps, 3), hashlib.sha256(png).hexdigest(),
-                                  highlight)
+                screenshots[i] = Screenshot(name, round(n / geometry.fps, 3), hashlib.sha256(png).hexdigest(),
+                                            highlight)
+        steps: list[Step] = []
+        for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
             steps.append(Step(id=sid, number=i + 1, start_s=plan.start_s, end_s=plan.end_s,
                               change_s=plan.change_s, instruction=text.instruction, kind=text.kind,
                               narration=_narration(plan), callouts=text.callouts, inputs=text.inputs,
-                              screenshot=shot))
+                              screenshot=screenshots.get(i)))
         fields = dict(side.fields) if side else {}
         sop = Sop(
             id=str(fields.pop("id", "") or slugify(str(rec.rel))),
@@ -289,6 +319,14 @@ class Builder:
                                     self.settings.digest(transcriber.spec.label)),
             metadata=fields, steps=tuple(steps),
             transcript=tuple(Sentence(s.start_s, s.end_s, s.text) for s in transcript.sentences))
+        # Human edits (<stem>.sop.edits.yaml) go on last, over the generated draft; a
+        # generated summary is recomputed so it describes the edited steps.
+        summarize = None if side and side.fields.get("summary") else _summary
+        try:
+            sop, pngs, edit_warnings = edits.apply_overlay(rec.path, sop, pngs, summarize)
+        except edits.EditsError as exc:
+            raise BuildError(f"edits {exc}") from exc
+        warnings.extend(edit_warnings)
         return sop, pngs, tuple(warnings)
 
     def build_one(self, rec: Recording, out: Path, fingerprint: Fingerprint | None = None) -> BuildResult:
@@ -306,9 +344,38 @@ class Builder:
         except OSError as exc:
             return BuildResult(rec, False, f"{exc.strerror or exc}", sha256=fp.sha256 if fp else "",
                                fingerprint=fp)
+        except (ValueError, ArithmeticError, MemoryError) as exc:  # a bug of ours: this recording only
+            return BuildResult(rec, False, f"internal error ({type(exc).__name__}: {exc}); please report it",
+                               sha256=fp.sha256 if fp else "", fingerprint=fp)
         self.progress("done", recording=str(rec.source), steps=len(sop.steps))
         return BuildResult(rec, True, steps=len(sop.steps), warnings=warnings, sha256=fp.sha256,
                            fingerprint=fp)
+
+
+def _fold_contentless(plans: Sequence[StepPlan], texts: Sequence[StepText]):
+    """A narration block that is pure filler ("Okay.", "So.") and changed nothing on screen
+    is not a step: its sentences join the step before it (the next one at the start)."""
+    import dataclasses
+
+    kept_plans: list[StepPlan] = []
+    kept_texts: list = []
+    carried: tuple[Sentence, ...] = ()
+    for plan, text in zip(plans, texts):
+        if not text.instruction.strip() and not plan.events:
+            if kept_plans:
+                prev = kept_plans[-1]
+                kept_plans[-1] = dataclasses.replace(prev, sentences=prev.sentences + plan.sentences,
+                                                     end_s=max(prev.end_s, plan.end_s))
+            else:
+                carried += plan.sentences
+            continue
+        if carried:
+            plan = dataclasses.replace(plan, sentences=carried + plan.sentences,
+                                       start_s=min(plan.start_s, carried[0].start_s))
+            carried = ()
+        kept_plans.append(plan)
+        kept_texts.append(text)
+    return kept_plans, kept_texts
 
 
 def _narration(plan: StepPlan) -> tuple[Sentence, ...]:
@@ -345,8 +412,10 @@ def fingerprint_of(rec: Recording, settings: BuildSettings, model_label: str | N
     beside = rec.source.parent
 
     def optional(path: Path) -> tuple[str | None, str | None]:
-        if not path.exists():
+        if not os.path.lexists(path):
             return None, None
+        if path.is_symlink() or not path.is_file():  # a link to /dev/zero would hash forever
+            raise BuildError(f"{path.name}: not a regular file (symlinks are not followed)")
         return str(beside / path.name), sha256_file(path)
 
     side, side_sha = optional(sidecar.sidecar_path_for(rec.path))
@@ -399,6 +468,9 @@ def build(paths: Sequence[Path], out: Path, settings: BuildSettings | None = Non
             try:
                 fp = fingerprint_of(rec, settings, label)
             except sidecar.SidecarError as exc:
+                results[i] = BuildResult(rec, False, exc.reason)
+                continue
+            except BuildError as exc:
                 results[i] = BuildResult(rec, False, str(exc))
                 continue
             except OSError as exc:
@@ -477,7 +549,13 @@ def output_lock(out: Path):
     clearly instead of interleaving writes to the same SOPs and manifest."""
     import fcntl
 
-    with open(out / LOCK_NAME, "a+b") as handle:
+    # O_NOFOLLOW: a committed symlink named like the lock must not create a file elsewhere
+    try:
+        fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        raise BuildError(f"{out / LOCK_NAME}: cannot open the lock file ({exc.strerror or exc}; "
+                         "a symlink there is refused)") from exc
+    with os.fdopen(fd, "r+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

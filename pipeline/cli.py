@@ -1,4 +1,9 @@
-"""The `sopline` command: a thin layer over the library API."""
+"""The `sopline` command: a thin layer over the library API.
+
+Commands that live beside their library modules are imported only when run, so
+light commands (`publish`, `steps`) start fast in CI instead of paying for the
+video and speech stack on every call.
+"""
 from __future__ import annotations
 
 import json
@@ -8,7 +13,6 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .build import VIDEO_SUFFIXES, BuildError, BuildSettings, build, discover, parse_shard
 
 
 def _read_glossary(path: Path | None) -> tuple[str, ...]:
@@ -53,7 +57,33 @@ class _Progress:
             click.echo("\r\033[K", nl=False, err=True)
 
 
-@click.group()
+# Commands implemented beside their library modules: name -> "module:attribute".
+_LAZY_COMMANDS = {
+    "audit": "pipeline.cli_audit:audit_command",
+    "review": "pipeline.cli_audit:review_command",
+    "diff": "pipeline.cli_diff:diff_command",
+    "steps": "pipeline.cli_edit:steps_command",
+    "edit": "pipeline.cli_edit:edit_command",
+    "publish": "pipeline.cli_publish:publish_command",
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands in _LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(_LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            module, attr = _LAZY_COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(__version__, prog_name="sopline")
 def main() -> None:
     """Turn narrated screen recordings into Standard Operating Procedures."""
@@ -65,6 +95,8 @@ class _ShardType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
+        from .build import parse_shard
+
         try:
             return parse_shard(value)
         except ValueError as exc:
@@ -94,6 +126,8 @@ def build_command(paths, out, model, glossary, threads, max_duration, force, sha
     Recordings unchanged since the last build into OUT (same bytes, sidecar, edits,
     settings and sopline version, per OUT/index.json) are skipped.
     """
+    from .build import VIDEO_SUFFIXES, BuildSettings, build, discover
+
     settings = BuildSettings(model=model, glossary=_read_glossary(glossary), cpu_threads=threads,
                              max_duration_s=max_duration)
     if not discover(list(paths), out):
@@ -128,6 +162,7 @@ def build_command(paths, out, model, glossary, threads, max_duration, force, sha
               help="The combined output folder.")
 def merge_command(shards, out) -> None:
     """Combine the outputs of `sopline build --shard I/N` runs (SHARDS) into OUT."""
+    from .build import BuildError
     from .merge import MergeError, merge
 
     try:
@@ -168,21 +203,15 @@ def validate_command(out: Path) -> None:
 
 
 @main.command("schema")
-@click.option("--sidecar", is_flag=True, help="Print the sidecar schema instead.")
-def schema_command(sidecar: bool) -> None:
-    """Print the JSON Schema of sop.json (or of the sidecar)."""
+@click.argument("name", required=False, default="sop",
+                type=click.Choice(["sop", "sidecar", "edits", "diff", "audit"]))
+@click.option("--sidecar", is_flag=True, help="Same as NAME sidecar.")
+def schema_command(name: str, sidecar: bool) -> None:
+    """Print the JSON Schema of sop.json, or of another file sopline reads or writes:
+    the sidecar, the edits overlay, the diff report or the audit report."""
     from .schemas import load_schema
 
-    click.echo(json.dumps(load_schema("sidecar" if sidecar else "sop"), indent=2))
-
-
-# Commands implemented beside their library modules; register each here.
-# (one line per command module, kept in this block)
-from .cli_audit import audit_command, review_command  # noqa: E402
-main.add_command(audit_command)
-main.add_command(review_command)
-from .cli_publish import publish_command  # noqa: E402
-main.add_command(publish_command)
+    click.echo(json.dumps(load_schema("sidecar" if sidecar else name), indent=2))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,28 @@ class Screenshot:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A link a person attached to a step (http(s) or relative URL)."""
+
+    title: str
+    url: str
+
+    def as_dict(self) -> dict:
+        return {"title": self.title, "url": self.url}
+
+
+@dataclass(frozen=True)
+class StepEdit:
+    """Which fields of a step a person set, by whom, and the generated values they
+    replaced, so a diff can tell a generated change from a human one."""
+
+    fields: tuple[str, ...]
+    by: Optional[str] = None
+    generated: dict = field(default_factory=dict)  # field -> generated value (JSON-ready)
+    merged: tuple[str, ...] = ()  # ids of later steps merged into this one
+
+
+@dataclass(frozen=True)
 class Step:
     id: str
     number: int
@@ -136,6 +158,11 @@ class Step:
     callouts: tuple[Callout, ...]
     inputs: tuple[str, ...]
     screenshot: Optional[Screenshot]
+    # Set only by human edits (pipeline.edits); defaults keep generated steps unchanged.
+    notes: tuple[str, ...] = ()  # Markdown, rendered through a sanitizer
+    links: tuple[Link, ...] = ()
+    origin: str = "generated"  # generated | manual (a step a person inserted)
+    edited: Optional[StepEdit] = None
 
 
 @dataclass(frozen=True)
@@ -167,3 +194,29 @@ class Sop:
     metadata: dict = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
     transcript: tuple[Sentence, ...] = ()
+    edits: Optional[EditsInfo] = None  # set when the recording has an edits overlay
+
+
+@dataclass(frozen=True)
+class OrphanedEdit:
+    """An overlay edit that was kept but not applied (its step no longer exists)."""
+
+    step: str
+    fields: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class EditsInfo:
+    """What a recording's edits overlay did to its SOP (sop.json's top-level ``edits``)."""
+
+    path: str  # overlay path relative to the build root, POSIX
+    sha256: str
+    applied: int = 0
+    dropped: tuple[str, ...] = ()
+    merged: tuple[str, ...] = ()
+    orphaned: tuple[OrphanedEdit, ...] = ()
+    sop_fields: tuple[str, ...] = ()  # title, summary, metadata.prerequisites, metadata.expected_outcome
+    generated: dict = field(default_factory=dict)  # sop field -> value before the edit
+    by: Optional[str] = None  # the overlay's file-level author
+    mark_edited: bool = True  # sop.md marks edited steps; presentation only, not in sop.json

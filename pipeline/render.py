@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline import fsutil
-from pipeline.model import Box, Sentence, Sop, Step
+from pipeline.model import Box, EditsInfo, Sentence, Sop, Step
 from pipeline.schemas import validate
 
 SCHEMA_VERSION = 1
@@ -92,7 +92,7 @@ def sop_to_dict(sop: Sop) -> dict:
     """The sop.json document: schema_version first, then DESIGN.md's field
     order; times rounded to 3 decimals. Raises ValueError on an absolute path."""
     src, gen = sop.source, sop.generator
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "id": sop.id,
         "title": sop.title,
@@ -116,6 +116,9 @@ def sop_to_dict(sop: Sop) -> dict:
         "steps": [_step_dict(step) for step in sop.steps],
         "transcript": [_timed(s) for s in sop.transcript],
     }
+    if sop.edits is not None:  # only SOPs with an edits overlay carry the key
+        doc["edits"] = _edits_dict(sop.edits)
+    return doc
 
 
 def sop_json_bytes(sop: Sop) -> bytes:
@@ -129,7 +132,7 @@ def _json_bytes(doc: dict) -> bytes:
 
 def _step_dict(step: Step) -> dict:
     shot = step.screenshot
-    return {
+    doc = {
         "id": step.id,
         "number": int(step.number),
         "start_s": _t(step.start_s),
@@ -147,6 +150,36 @@ def _step_dict(step: Step) -> dict:
             "highlight": shot.highlight.as_dict() if shot.highlight else None,
         },
     }
+    # Human-edit fields appear only when set, so SOPs without edits keep their bytes.
+    if step.notes:
+        doc["notes"] = list(step.notes)
+    if step.links:
+        doc["links"] = [link.as_dict() for link in step.links]
+    if step.origin != "generated":
+        doc["origin"] = step.origin
+    if step.edited is not None:
+        doc["edited"] = {"fields": list(step.edited.fields), "by": step.edited.by,
+                         "generated": _plain(step.edited.generated)}
+        if step.edited.merged:
+            doc["edited"]["merged"] = list(step.edited.merged)
+    return doc
+
+
+def _edits_dict(edits: EditsInfo) -> dict:
+    doc = {
+        "path": _relative(edits.path, "edits.path"),
+        "sha256": edits.sha256,
+        "applied": int(edits.applied),
+        "dropped": list(edits.dropped),
+        "merged": list(edits.merged),
+        "orphaned": [{"step": o.step, "fields": list(o.fields), "reason": o.reason} for o in edits.orphaned],
+        "sop_fields": list(edits.sop_fields),
+    }
+    if edits.generated:
+        doc["generated"] = _plain(edits.generated)
+    if edits.by:
+        doc["by"] = edits.by
+    return doc
 
 
 def _timed(sentence: Sentence) -> dict:
@@ -232,6 +265,129 @@ def _longest_backtick_run(text: str) -> int:
     return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_URL_SAFE = "/:?#@!$'*+,;=-._~%&"
+
+
+def safe_url(url: str) -> str | None:
+    """``url`` as a Markdown link destination when it is http(s) or relative,
+    else None. javascript:, data:, protocol-relative (//host) and anything with
+    whitespace, control characters or backslashes is refused. The result is
+    percent-encoded and its ``&`` written as ``&amp;``, so no character
+    reference can turn a harmless-looking relative URL into a scheme."""
+    if not isinstance(url, str) or not url or len(url) > 2000:
+        return None
+    if any(ch.isspace() or _is_control(ch) or ch == "\\" for ch in url):
+        return None
+    match = _SCHEME.match(url)
+    if match:
+        if match.group(1).lower() not in ("http", "https") or not re.match(r"^[A-Za-z]+://[^/?#]", url):
+            return None
+    elif url.startswith("//"):
+        return None
+    return quote(url, safe=_URL_SAFE).replace("&", "&amp;")
+
+
+def md_link(title: str, url: str) -> str:
+    """A Markdown link with an inert title, or the title and the URL as code when
+    the URL is not allowed."""
+    dest = safe_url(url)
+    if dest is None:
+        return f"{md_escape(title)} ({md_code(url)})"
+    return f"[{md_escape(title) or dest}]({dest})"
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_INLINE_LINK = re.compile(r"(!?)\[([^\[\]\n]{1,500})\]\(\s*([^\s()<>]{1,2000})(?:\s+\"[^\"\n]*\")?\s*\)")
+_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[",
+                               "]": "\\]", "`": "\\`"})
+
+
+def md_markdown(text: str) -> list[str]:
+    """Lines of Markdown a person wrote (a note), made safe to publish: emphasis,
+    lists, code spans and fenced code blocks, tables and http(s)/relative links
+    keep working; raw HTML, character references, images, headings, reference
+    definitions and links to other schemes come out as literal text. An
+    unclosed code fence is closed, so a note cannot swallow what follows it."""
+    lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    out: list[str] = []
+    fence: str | None = None
+    for raw in lines:
+        line = "".join(ch for ch in raw if ch == "\t" or not _is_control(ch))
+        match = _FENCE.match(line)
+        if fence is not None:
+            out.append(line)
+            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
+                    and not match.group(2).strip():
+                fence = None
+            continue
+        # A fence opens only at the first column: an indented one may belong to a list
+        # item, which ends (closing the fence) where our line-by-line reading would not.
+        if match and line[:1] in "`~" and not (match.group(1)[0] == "`" and "`" in match.group(2)):
+            fence = match.group(1)
+            info = re.sub(r"[^A-Za-z0-9_+-]", "", match.group(2))[:32]
+            out.append(fence + info)
+            continue
+        out.append(_md_line(line))
+    if fence is not None:
+        out.append(fence)
+    while out and not out[-1].strip():
+        out.pop()
+    while out and not out[0].strip():
+        out.pop(0)
+    return out
+
+
+def _md_line(line: str) -> str:
+    indent = len(line) - len(line.lstrip(" \t"))
+    body = _md_inline(line[indent:], links=True)
+    if body.startswith("#"):
+        body = "\\" + body  # no headings inside a note
+    return line[:indent] + body
+
+
+def _md_inline(text: str, links: bool) -> str:
+    """Code spans verbatim, allowed links re-emitted, everything else escaped."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "`":
+            run = len(text[i:]) - len(text[i:].lstrip("`"))
+            close = _closing_run(text, i + run, run)
+            if close is None:
+                out.append("\\`" * run)
+                i += run
+            else:
+                out.append(text[i:close + run])
+                i = close + run
+            continue
+        match = _INLINE_LINK.match(text, i) if links and ch in "![" else None
+        if match:
+            label, url = match.group(2), match.group(3)
+            dest = safe_url(url)
+            if dest is None:
+                out.append(_md_inline(match.group(0), links=False))
+            else:  # an image becomes a plain link: nothing is fetched when the page is viewed
+                if out and out[-1] == "!":
+                    out[-1] = "\\!"
+                out.append(f"[{_md_inline(label, links=False)}]({dest})")
+            i = match.end()
+            continue
+        out.append(ch.translate(_TEXT_ESCAPES))
+        i += 1
+    return "".join(out)
+
+
+def _closing_run(text: str, start: int, run: int) -> int | None:
+    """Index of the next backtick run of exactly ``run`` characters at or after
+    ``start`` (how CommonMark closes a code span), or None."""
+    for match in re.finditer(r"`+", text[start:]):
+        if len(match.group(0)) == run:
+            return start + match.start()
+    return None
+
+
 def format_ts(seconds: float) -> str:
     """``m:ss`` (or ``h:mm:ss``) for a reader; seconds are truncated."""
     total = max(0, int(seconds))
@@ -240,8 +396,13 @@ def format_ts(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def sop_markdown(sop: Sop) -> str:
-    """sop.md: the SOP as a team would publish it."""
+def sop_markdown(sop: Sop, mark_edited: bool | None = None) -> str:
+    """sop.md: the SOP as a team would publish it. Steps a person edited or added
+    read like the others, with a small "(edited)"/"(added)" marker after the
+    heading unless ``mark_edited`` is False (default: the overlay's
+    ``mark_edited``, on when absent)."""
+    if mark_edited is None:
+        mark_edited = sop.edits.mark_edited if sop.edits is not None else True
     blocks: list[str] = [f"# {md_escape(sop.title)}"]
     if sop.summary.strip():
         blocks.append(md_escape(sop.summary))
@@ -250,7 +411,7 @@ def sop_markdown(sop: Sop) -> str:
     if not sop.steps:
         blocks.append("_No steps were found in the recording._")
     for step in sop.steps:
-        blocks += _step_blocks(step)
+        blocks += _step_blocks(step, mark_edited)
     blocks += _source_blocks(sop)
     return "\n\n".join(blocks) + "\n"
 
@@ -281,9 +442,21 @@ def _metadata_blocks(meta: Mapping) -> list[str]:
     return blocks
 
 
-def _step_blocks(step: Step) -> list[str]:
+def _edit_marker(step: Step) -> str:
+    if step.origin == "manual":
+        word = "added"
+    elif step.edited is not None and step.edited.fields:
+        word = "edited"
+    else:
+        return ""
+    by = step.edited.by if step.edited is not None else None
+    return f" _({word}{' by ' + md_escape(by) if by else ''})_"
+
+
+def _step_blocks(step: Step, mark_edited: bool = True) -> list[str]:
     instruction = md_escape(step.instruction)
-    blocks = [f"### {int(step.number)}. {instruction}"]
+    marker = _edit_marker(step) if mark_edited else ""
+    blocks = [f"### {int(step.number)}. {instruction}{marker}"]
     if step.kind in _KIND_BADGE:
         blocks.append(f"**{_KIND_BADGE[step.kind]}**")
     shot = step.screenshot
@@ -293,6 +466,15 @@ def _step_blocks(step: Step) -> list[str]:
     for callout in step.callouts:
         label = _CALLOUT_LABEL.get(callout.kind, "Note")
         blocks.append(f"> **{label}:** {md_escape(callout.text)}")
+    for note in step.notes:
+        lines = md_markdown(note)
+        if len(lines) == 1 and not _FENCE.match(lines[0]):
+            blocks.append(f"> **Note:** {lines[0]}")
+        elif lines:  # a blockquote contains the note's own blocks (lists, code)
+            blocks.append("\n".join(["> **Note:**", ">"] + [f"> {ln}".rstrip() for ln in lines]))
+    if step.links:
+        blocks.append("**Links:**")
+        blocks.append("\n".join(f"- {md_link(link.title, link.url)}" for link in step.links))
     inputs = [value for value in step.inputs if value.strip()]
     if inputs:
         blocks.append("**Inputs:**")
@@ -359,6 +541,7 @@ def write_sop_folder(sop: Sop, pngs: Mapping[str, bytes], dest: Path) -> None:
     if missing:
         raise ValueError(f"screenshot {missing[0]} is referenced by a step but was not given")
     markdown = sop_markdown(sop).encode("utf-8")
+    _refuse_links(dest, PurePosixPath(sop.source.path))
 
     fsutil.remove_leftovers(dest)
     staging = fsutil.staging_dir_for(dest)
@@ -379,3 +562,16 @@ def write_sop_folder(sop: Sop, pngs: Mapping[str, bytes], dest: Path) -> None:
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def _refuse_links(dest: Path, source: PurePosixPath) -> None:
+    """Refuse to write through a symbolic link below the output folder. ``dest`` is
+    OUT/<source without suffix>, so its last len(source.parts) components are the
+    folders sopline owns; a link there (a pull request can commit one into a docs
+    tree) would send the new SOP, and the removal of the old one, outside OUT."""
+    depth = min(max(len(source.parts), 1), len(dest.parts))
+    rel = dest.parts[len(dest.parts) - depth:]
+    for i in range(depth):  # outermost first
+        if dest.parents[depth - 2 - i].is_symlink() if i < depth - 1 else dest.is_symlink():
+            raise OSError(f"output folder entry {PurePosixPath(*rel[: i + 1]).as_posix()!r} is a symbolic "
+                          f"link; refusing to write the SOP through it")

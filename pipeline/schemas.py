@@ -18,7 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-SCHEMA_NAMES = ("sop", "sidecar", "audit")
+SCHEMA_NAMES = ("sop", "sidecar", "audit", "edits", "diff")
 _MAX_LINE = 300  # a bad value can be huge; one error stays one readable line
 
 

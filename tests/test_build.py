@@ -226,3 +226,30 @@ def test_a_second_build_into_the_same_folder_at_once_is_refused(tmp_path):
     assert result.exit_code == 1
     assert "another sopline build" in result.output
     assert not (out / "no-audio").exists()
+
+
+def test_a_filler_only_block_without_change_joins_the_step_before():
+    from pipeline.build import _fold_contentless
+    from pipeline.instruct import describe_step
+    from pipeline.model import Sentence, StepPlan
+
+    said = [("Next I drain the pool.", 0.0, 2.0), ("Okay.", 3.0, 3.4), ("Then I restart the worker.", 5.0, 7.0)]
+    plans = [StepPlan(a, b, None, (Sentence(a, b, t),), (), None, None) for t, a, b in said]
+    texts = [describe_step([p.sentences[0].text], False) for p in plans]
+    assert texts[1].instruction == ""  # nothing left once the filler goes
+    folded, kept = _fold_contentless(plans, texts)
+    assert [t.instruction for t in kept] == ["Drain the pool.", "Restart the worker."]
+    assert [s.text for s in folded[0].sentences] == ["Next I drain the pool.", "Okay."]
+    assert folded[0].end_s == 3.4
+
+
+def test_a_filler_only_first_block_joins_the_next_step():
+    from pipeline.build import _fold_contentless
+    from pipeline.instruct import describe_step
+    from pipeline.model import Sentence, StepPlan
+
+    said = [("So.", 0.5, 0.9), ("Now I open the console.", 2.0, 4.0)]
+    plans = [StepPlan(a, b, None, (Sentence(a, b, t),), (), None, None) for t, a, b in said]
+    folded, kept = _fold_contentless(plans, [describe_step([t], False) for t, _, _ in said])
+    assert len(folded) == 1 and folded[0].start_s == 0.5
+    assert [s.text for s in folded[0].sentences] == ["So.", "Now I open the console."]
