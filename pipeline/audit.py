@@ -248,10 +248,9 @@ def _audit_sop(sop: _Sop, ctx: _Context) -> tuple[list[Finding], str | None]:
     side_rel_dir = PurePosixPath(source).parent
     try:
         side_path: Path | None = sidecar_path_for(recording)
-    except SidecarError:
+    except SidecarError as exc:
         side_path = None
-        out.append(Finding(sop.rel, "invalid", "high",
-                           f"{source}: both a .sop.yaml and a .sop.yml sidecar exist; keep one", source))
+        out.append(Finding(sop.rel, "invalid", "high", f"{source}: {exc.reason}", source))
     edits_path = recording.with_name(recording.stem + EDITS_SUFFIX)
 
     if not failed:

@@ -26,7 +26,7 @@ def parse_sop(data: bytes | str, where: str = "sop.json") -> dict:
     if len(data) > MAX_SOP_BYTES:
         raise SopReadError(f"{where}: larger than {MAX_SOP_BYTES // (1024 * 1024)} MB")
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise SopReadError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -43,6 +43,12 @@ def parse_sop(data: bytes | str, where: str = "sop.json") -> dict:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise SopReadError(f"{where}: not a valid SOP: {_one_line(errors[0])}{more}")
     return doc
+
+
+def _no_constant(name: str):
+    """NaN and Infinity are not JSON (sopline never writes them); letting them in
+    would hand NaN durations to every comparison downstream."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_sop(path: Path) -> dict:

@@ -131,8 +131,7 @@ def test_changed_recording_is_stale(repo):
 
 def test_changed_sidecar_is_stale_medium(repo):
     entry = json.loads((repo / "sops" / "index.json").read_text())["sops"][0]
-    if "sidecar_sha256" not in entry:
-        pytest.skip("index.json does not record sidecar_sha256 yet")
+    assert len(entry["sidecar_sha256"]) == 64
     side = repo / "ops" / "deploy.sop.yaml"
     side.write_text(side.read_text().replace("[deploy]", "[deploy, k8s]"))
     found = findings(repo)

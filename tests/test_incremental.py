@@ -220,3 +220,20 @@ def test_cli_merge_and_shard_usage(library, tmp_path):
     missing = subprocess.run([*SOPLINE, "merge", "-o", str(tmp_path / "m"), str(tmp_path)],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "no index.json" in missing.stderr
+
+
+def test_a_symlinked_lock_file_is_refused_not_followed(library, tmp_path):
+    out = tmp_path / "sops"
+    out.mkdir()
+    (out / ".sopline.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(Exception, match="lock file"):
+        build([library], out)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_edits_overlay_that_is_a_symlink_fails_only_its_recording(recordings, built):
+    (recordings / "no-audio.sop.edits.yaml").symlink_to("/dev/zero")  # would hash forever if followed
+    report = build([recordings], built)
+    by_name = {r.recording.rel.name: r for r in report.results}
+    assert not by_name["no-audio"].ok and "not a regular file" in by_name["no-audio"].message
+    assert by_name["narration-only"].ok
