@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from .fsutil import atomic_write_bytes
-from .sopdiff import DiffError, diff_against_ref, diff_trees, load_side, to_json, to_markdown
+from .diffreport import to_json, to_markdown
+from .sopdiff import DiffError, diff_against_ref, diff_trees, load_side
 from .sopread import SopReadError
 
 

@@ -1,5 +1,4 @@
 """Align and segment stages on synthetic narration and change timelines."""
-import numpy as np
 
 from pipeline.align import SilenceMap, group_sentences
 from pipeline.model import Box, ChangeEvent, Sentence

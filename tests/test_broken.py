@@ -456,7 +456,8 @@ def test_markdown_and_html_in_narration_render_inert_in_sop_md():
 
 
 def test_markdown_and_html_in_a_sop_render_inert_in_the_pr_diff(hostile, tmp_path):
-    from pipeline.sopdiff import diff_trees, load_side, to_markdown
+    from pipeline.diffreport import to_markdown
+    from pipeline.sopdiff import diff_trees, load_side
 
     old, new = tmp_path / "old" / "html", tmp_path / "new" / "html"
     shutil.copytree(hostile["out"] / "html", old)

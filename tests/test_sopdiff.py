@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from pipeline.build import BuildSettings, build
 from pipeline.cli import main
 from pipeline.schemas import validate
-from pipeline.sopdiff import (SCREENSHOT_CHANGED_BELOW, diff_against_ref, diff_trees, load_side,
-                              report_dict, to_json, to_markdown)
+from pipeline.diffreport import report_dict, to_json, to_markdown
+from pipeline.sopdiff import SCREENSHOT_CHANGED_BELOW, diff_against_ref, diff_trees, load_side
 
 PAIRS = Path(__file__).parent / "fixtures" / "pairs"
 EXTRA = Path(__file__).parent / "fixtures" / "no-audio.mp4"
