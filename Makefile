@@ -29,6 +29,9 @@ score: install
 clean:
 	rm -rf out .pytest_cache
 
-## Print speed and peak memory of a 5-minute 720p build (figures only, not a test).
+## Speed, memory and step-finding accuracy against the decode and speech floors and
+## PySceneDetect, on the corpus and 10/30-minute loops at 720p/1080p (about an hour on
+## 2 cores; figures only, never run in CI). `bench/run_bench.py --quick` is the corpus alone.
 bench: install
-	$(BIN)/python bench/long_recording.py --minutes 5 --height 720
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run_bench.py --minutes 10 30 --heights 720 1080 --summary bench/results/summary.json

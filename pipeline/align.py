@@ -51,7 +51,12 @@ class SilenceMap:
         if n == 0:
             self.silent = np.ones(0, bool)
             return
-        rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop), dtype=np.float64), axis=1) + 1e-12)
+        scale = 1.0 / 32768.0 if np.issubdtype(audio.dtype, np.integer) else 1.0  # int16 PCM or float
+        block = 6000  # hops (60 s) at a time: no float64 copy of a whole long narration
+        rms = np.concatenate([
+            np.sqrt(np.mean(np.square(np.asarray(audio[i * hop:min(n, i + block) * hop], np.float64) * scale)
+                            .reshape(-1, hop), axis=1) + 1e-12)
+            for i in range(0, n, block)])
         floor = float(np.percentile(rms, 10))
         loud = float(np.percentile(rms, 99))
         threshold = max(floor * 3.0, floor + 0.05 * (loud - floor), 1e-4)

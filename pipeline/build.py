@@ -12,16 +12,15 @@ import hashlib
 import json
 import os
 import re
-import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, decode, diff, edits, instruct, keyframes, render, segment, sidecar
+from . import __version__, align, decode, diff, edits, instruct, keyframes, render, segment, sidecar, speech
 from .fsutil import atomic_write_bytes, sha256_file
-from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText, Transcript
-from .transcribe import Transcriber
+from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
+from .transcribe import TranscribeError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 INDEX_NAME = "index.json"
@@ -186,21 +185,16 @@ def _summary(steps: Sequence[Step]) -> str:
 
 
 class Builder:
-    """Runs the stages for recordings, sharing one loaded speech model."""
+    """Runs the stages for recordings, sharing one speech process (model loaded once)."""
 
     def __init__(self, settings: BuildSettings, progress: Progress | None = None):
         self.settings = settings
         self.progress = progress or (lambda *a, **k: None)
-        self._transcriber: Transcriber | None = None
-        self._lock = threading.Lock()
 
     @property
-    def transcriber(self) -> Transcriber:
-        with self._lock:
-            if self._transcriber is None:
-                threads = self.settings.cpu_threads or decode.available_cpus()
-                self._transcriber = Transcriber(self.settings.model, threads, self.settings.glossary)
-            return self._transcriber
+    def speech(self) -> speech.SpeechWorker:
+        threads = self.settings.cpu_threads or decode.available_cpus()
+        return speech.worker_for(self.settings.model, threads, self.settings.glossary)
 
     def build_sop(self, rec: Recording, sha256: str) -> tuple[Sop, dict[str, bytes], tuple[str, ...]]:
         """All stages for one recording; returns the SOP, its screenshots and warnings."""
@@ -228,46 +222,37 @@ class Builder:
                 raise BuildError(f"sidecar {side_path.name}: {exc.reason}") from exc
             warnings.extend(f"sidecar {side_path.name}: {w}" for w in side.warnings)
 
-        transcriber = self.transcriber
-        speech: dict[str, object] = {}
-
-        def listen() -> None:
-            try:
-                if info.has_audio:
-                    audio = decode.read_audio(rec.path)
-                    speech["silence"] = align.SilenceMap(audio)
-                    speech["transcript"] = transcriber.transcribe(audio)
-                else:
-                    speech["transcript"] = Transcript((), "en", transcriber.spec.label)
-            except Exception as exc:  # reported on the main thread
-                speech["error"] = exc
-
-        worker = threading.Thread(target=listen, name="transcribe", daemon=True)
-        worker.start()
+        listener = self.speech
+        heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
         geometry = decode.analysis_geometry(info)
         counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
         frames = _counted(decode.stream_gray_frames(rec.path, geometry))
         first = diff.FirstFrame()
-        diffs = list(diff.diff_frames(frames, geometry.scale, counter, first))
-        if frames.count == 0:
-            worker.join()
-            raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
+        try:
+            diffs = list(diff.diff_frames(frames, geometry.scale, counter, first))
+            if frames.count == 0:
+                raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
+        except BaseException:
+            heard.cancel()
+            raise
         timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, frames.count,
                                          (info.width, info.height), first)
         del diffs
         step("transcribe")
-        worker.join()
-        if "error" in speech:
-            exc = speech["error"]
+        try:
+            result = listener.result(heard)
+        except speech.SpeechModelError:
+            raise  # no recording can be built: the run fails as a whole
+        except TranscribeError as exc:
             raise BuildError(f"cannot transcribe the audio: {exc}") from exc
-        transcript: Transcript = speech["transcript"]  # type: ignore[assignment]
+        transcript = result.transcript
         if info.has_audio and not transcript.sentences:
             warnings.append("no speech recognised; steps have no narration")
 
         step("segment")
         duration = info.duration_s or frames.count / geometry.fps
-        blocks = align.group_sentences(transcript.sentences, speech.get("silence"))  # type: ignore[arg-type]
+        blocks = align.group_sentences(transcript.sentences, result.silence)
         plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
 
         step("render")
@@ -315,8 +300,8 @@ class Builder:
             summary=str(fields.pop("summary", "") or _summary(steps)),
             source=SourceInfo(str(rec.source), sha256, round(duration, 3), info.width, info.height,
                               round(info.fps, 3), info.has_audio),
-            generator=GeneratorInfo("sopline", __version__, transcriber.spec.label,
-                                    self.settings.digest(transcriber.spec.label)),
+            generator=GeneratorInfo("sopline", __version__, listener.label,
+                                    self.settings.digest(listener.label)),
             metadata=fields, steps=tuple(steps),
             transcript=tuple(Sentence(s.start_s, s.end_s, s.text) for s in transcript.sentences))
         # Human edits (<stem>.sop.edits.yaml) go on last, over the generated draft; a
@@ -499,6 +484,7 @@ _worker_builder: Builder | None = None
 
 def _init_worker(settings: BuildSettings) -> None:
     global _worker_builder
+    speech.IN_PROCESS = True  # this worker is the separate process: speech runs in a thread
     _worker_builder = Builder(settings)
 
 

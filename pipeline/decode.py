@@ -477,23 +477,33 @@ def grab_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
     return dict(iter_rgb_frames(path, info, geometry, indexes, timeout_s))
 
 
-def read_audio(path: Path, duration_s: float | None = None, timeout_s: float | None = None) -> np.ndarray:
-    """The first audio track as 16 kHz mono float32 in [-1, 1]."""
+def read_audio_pcm(path: Path, duration_s: float | None = None, timeout_s: float | None = None) -> np.ndarray:
+    """The first audio track as 16 kHz mono int16, memory-mapped from an unlinked temp
+    file: a long narration is paged in piece by piece as it is used, so memory stays
+    flat in the recording's length."""
     spec = (_input(path)
             .audio.output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=AUDIO_RATE))
     if timeout_s is None:
         timeout_s = stage_timeout(_media_seconds(path) if duration_s is None else duration_s)
     run = _Ffmpeg(spec, path, "reading the audio", timeout_s)
-    with tempfile.TemporaryFile() as spool:  # keeps peak memory to one float32 copy
+    with tempfile.TemporaryFile() as spool:
         try:
             shutil.copyfileobj(run.stdout, spool, 1 << 20)
         except BaseException:
             run.abort()
             raise
         run.finish(strict=True)
-        spool.seek(0)
-        pcm = np.frombuffer(spool.read(), np.int16)
-    return pcm.astype(np.float32) / 32768.0
+        size = spool.tell() // 2 * 2
+        if size == 0:
+            return np.zeros(0, np.int16)
+        return np.memmap(spool, dtype=np.int16, mode="r", shape=(size // 2,))  # the map keeps the file
+
+
+def read_audio(path: Path, duration_s: float | None = None, timeout_s: float | None = None) -> np.ndarray:
+    """The first audio track as 16 kHz mono float32 in [-1, 1]."""
+    audio = read_audio_pcm(path, duration_s, timeout_s).astype(np.float32)
+    audio *= 1.0 / 32768.0
+    return audio
 
 
 def available_cpus() -> int:

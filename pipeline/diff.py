@@ -96,43 +96,77 @@ def cells_shape(width: int, height: int) -> tuple[int, int]:
     return (-(-height // CELL), -(-width // CELL))
 
 
-def _cell_mask(changed: np.ndarray) -> np.ndarray:
-    h, w = changed.shape
-    ch, cw = cells_shape(w, h)
-    padded = np.zeros((ch * CELL, cw * CELL), bool)
-    padded[:h, :w] = changed
-    return padded.reshape(ch, CELL, cw, CELL).any(axis=(1, 3))
+def _cell_sums(block: np.ndarray) -> np.ndarray:
+    """Sum of each CELL x CELL cell of a uint8 block whose origin is on the cell grid; a cell
+    cut by the frame's edge sums the pixels it has (as if the frame were padded with zeros)."""
+    h, w = block.shape
+    ch, cw = -(-h // CELL), -(-w // CELL)
+    if h != ch * CELL or w != cw * CELL:
+        padded = np.zeros((ch * CELL, cw * CELL), np.uint8)
+        padded[:h, :w] = block
+        block = padded
+    rows = np.add.reduce(block.reshape(ch, CELL, cw * CELL), axis=1, dtype=np.uint16).reshape(ch, cw, CELL)
+    sums = rows[:, :, 0].copy()
+    for k in range(1, CELL):  # CELL adds of small arrays beat a reduction over a short last axis
+        sums += rows[:, :, k]
+    return sums
+
+
+def _means(sums: np.ndarray) -> np.ndarray:
+    # the sum of a cell is exact in float32 and CELL * CELL a power of two: this is the
+    # float32 mean of the zero-padded cell, rounded half to even, as it always was
+    return np.rint(sums.astype(np.float32) / (CELL * CELL)).astype(np.uint8)
 
 
 def cell_means(frame: np.ndarray) -> np.ndarray:
     """Mean gray of every cell, flat: a coarse fingerprint of what each cell shows."""
-    h, w = frame.shape
-    ch, cw = cells_shape(w, h)
-    padded = np.zeros((ch * CELL, cw * CELL), np.float32)
-    padded[:h, :w] = frame
-    return np.rint(padded.reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))).astype(np.uint8).ravel()
+    return _means(_cell_sums(np.ascontiguousarray(frame, np.uint8))).ravel()
 
 
-def _blobs(changed: np.ndarray, cell_mask: np.ndarray, scale: float, means: np.ndarray) -> list[Blob]:
-    labels, count = ndimage.label(cell_mask, structure=np.ones((3, 3), bool))
+def _changed_cells(prev: np.ndarray, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The smallest block of whole cells (rows cy0:cy1, columns cx0:cx1) outside which the two
+    frames are identical, or None when they are identical. Compares machine words, not pixels:
+    most frames of a screen recording are identical or differ in a small region."""
+    w = frame.shape[1]
+    k = next(k for k in (8, 4, 2, 1) if w % k == 0 and CELL % k == 0)
+    word = np.dtype(f"u{k}")
+    differs = prev.view(word) != frame.view(word)
+    if not differs.any():
+        return None
+    rows = np.flatnonzero(differs.any(axis=1))
+    cols = np.flatnonzero(differs[rows[0]:rows[-1] + 1].any(axis=0))
+    return (int(rows[0]) // CELL, int(rows[-1]) // CELL + 1,
+            int(cols[0]) * k // CELL, int(cols[-1]) * k // CELL + 1)
+
+
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+
+def _blobs(changed: np.ndarray, cell_mask: np.ndarray, origin: tuple[int, int], grid_width: int,
+           scale: float, means: np.ndarray) -> list[Blob]:
+    """Blobs of one frame. `changed` and `cell_mask` cover the block of cells starting at cell
+    `origin` (row, column) of a grid `grid_width` cells wide; no pixel outside it changed."""
+    labels, count = ndimage.label(cell_mask, structure=_EIGHT_CONNECTED)
     if count == 0:
         return []
+    oy, ox = origin
     blobs = []
-    cw = cell_mask.shape[1]
     for label, sl in enumerate(ndimage.find_objects(labels), start=1):
         cy, cx = sl
         region = changed[cy.start * CELL:cy.stop * CELL, cx.start * CELL:cx.stop * CELL]
-        own = np.repeat(np.repeat(labels[sl] == label, CELL, 0), CELL, 1)[:region.shape[0], :region.shape[1]]
+        own_cells = labels[sl] == label
+        own = np.repeat(np.repeat(own_cells, CELL, 0), CELL, 1)[:region.shape[0], :region.shape[1]]
         pix = region & own
         rows = np.flatnonzero(pix.any(axis=1))
-        cols = np.flatnonzero(pix.any(axis=0))
         if rows.size == 0:
             continue
-        ys, xs = np.nonzero(labels[sl] == label)
-        cells = tuple(int((y + cy.start) * cw + x + cx.start) for y, x in zip(ys, xs))
-        x0, y0 = cx.start * CELL + int(cols[0]), cy.start * CELL + int(rows[0])
-        blob = Blob(x0, y0, cx.start * CELL + int(cols[-1]) + 1, cy.start * CELL + int(rows[-1]) + 1,
-                    int(pix.sum()), cells, "content", tuple(int(means[c]) for c in cells))
+        cols = np.flatnonzero(pix.any(axis=0))
+        ys, xs = np.nonzero(own_cells)
+        flat = (ys + (cy.start + oy)) * grid_width + (xs + (cx.start + ox))
+        cells = tuple(flat.tolist())
+        px0, py0 = (cx.start + ox) * CELL, (cy.start + oy) * CELL
+        blob = Blob(px0 + int(cols[0]), py0 + int(rows[0]), px0 + int(cols[-1]) + 1, py0 + int(rows[-1]) + 1,
+                    int(np.count_nonzero(pix)), cells, "content", tuple(means[flat].tolist()))
         if blob.width <= CARET_MAX_WIDTH_PX and blob.height * scale <= CARET_MAX_HEIGHT_SRC:
             blob = _with_kind(blob, "caret")
         blobs.append(blob)
@@ -167,43 +201,68 @@ class FirstFrame:
 
 def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCounter | None = None,
                 first: FirstFrame | None = None) -> Iterator[FrameDiff]:
-    """Yield a FrameDiff for every frame that differs from its predecessor."""
+    """Yield a FrameDiff for every frame that differs from its predecessor.
+
+    Frames are uint8 and must not be modified once yielded (the previous one is kept, not
+    copied). Only the block of cells where the frame differs from the previous one is
+    examined: outside it nothing changed, so neither did the cells' means.
+    """
     prev = None
-    recorded = None  # the cell means as last reported, to notice slow fades
+    means = recorded = None  # cell means of the current frame / as last reported (2-D views)
     for index, frame in enumerate(frames):
+        frame = np.ascontiguousarray(frame, np.uint8)
         if prev is None:
-            prev = frame.astype(np.int16)
-            recorded = cell_means(frame)
+            prev = frame
+            grid_h, grid_w = cells_shape(frame.shape[1], frame.shape[0])
+            means = cell_means(frame).reshape(grid_h, grid_w)
+            recorded = means.copy()
             if first is not None:
-                first.means = recorded.copy()
+                first.means = recorded.ravel().copy()
             if ambient is not None:
                 ambient.add(index, None)
             continue
-        current = frame.astype(np.int16)
-        delta = np.abs(current - prev)
-        prev = current
-        changed = delta > NOISE_LEVEL
+        block = _changed_cells(prev, frame)
+        if block is None:
+            prev = frame
+            if ambient is not None:
+                ambient.add(index, None)
+            continue
+        cy0, cy1, cx0, cx1 = block
+        ys, xs = slice(cy0 * CELL, cy1 * CELL), slice(cx0 * CELL, cx1 * CELL)
+        now, before = frame[ys, xs], prev[ys, xs]
+        prev = frame
+        changed = (np.maximum(now, before) - np.minimum(now, before)) > NOISE_LEVEL
+        means[cy0:cy1, cx0:cx1] = _means(_cell_sums(now))
         if not changed.any():
             if ambient is not None:
                 ambient.add(index, None)
-            if delta.any():
-                drift = _drift(cell_means(frame), recorded, set())
-                if drift:
-                    yield FrameDiff(index, (), drift)
+            drift = _drift(means, recorded, block, set())
+            if drift:
+                yield FrameDiff(index, (), drift)
             continue
-        cell_mask = _cell_mask(changed)
+        block_mask = _cell_sums(changed.view(np.uint8)) > 0
         if ambient is not None:
+            cell_mask = np.zeros(means.shape, bool)
+            cell_mask[cy0:cy1, cx0:cx1] = block_mask
             ambient.add(index, cell_mask)
-        means = cell_means(frame)
-        blobs = tuple(_blobs(changed, cell_mask, scale, means))
-        yield FrameDiff(index, blobs, _drift(means, recorded, {c for b in blobs for c in b.cells}))
+        flat_means = means.ravel()
+        blobs = tuple(_blobs(changed, block_mask, (cy0, cx0), grid_w, scale, flat_means))
+        yield FrameDiff(index, blobs, _drift(means, recorded, block, {c for b in blobs for c in b.cells}))
     if ambient is not None:
         ambient.finish()
 
 
-def _drift(means: np.ndarray, recorded: np.ndarray, reported: set[int]) -> tuple[tuple[int, int], ...]:
-    """Cells whose mean moved more than DRIFT_LEVEL since last recorded, minus those a blob
-    already reports; updates `recorded` in place."""
-    moved = np.flatnonzero(np.abs(means.astype(np.int16) - recorded) > DRIFT_LEVEL)
-    recorded[moved] = means[moved]
-    return tuple((int(c), int(means[c])) for c in moved if int(c) not in reported)
+def _drift(means: np.ndarray, recorded: np.ndarray, block: tuple[int, int, int, int],
+           reported: set[int]) -> tuple[tuple[int, int], ...]:
+    """Cells of the block whose mean moved more than DRIFT_LEVEL since last recorded, minus
+    those a blob already reports; updates `recorded` in place. Cells outside the block kept
+    their means, which were within DRIFT_LEVEL of `recorded` after the previous frame."""
+    cy0, cy1, cx0, cx1 = block
+    now, then = means[cy0:cy1, cx0:cx1], recorded[cy0:cy1, cx0:cx1]
+    moved = np.abs(now.astype(np.int16) - then) > DRIFT_LEVEL
+    if not moved.any():
+        return ()
+    then[moved] = now[moved]
+    ys, xs = np.nonzero(moved)
+    flat = ((ys + cy0) * means.shape[1] + xs + cx0).tolist()
+    return tuple((c, v) for c, v in zip(flat, now[moved].tolist()) if c not in reported)

@@ -9,7 +9,6 @@ and the event ends where the screen settled.
 """
 from __future__ import annotations
 
-import bisect
 from typing import Sequence
 
 import numpy as np
@@ -41,7 +40,7 @@ def ambient_mask(counter: AmbientCounter) -> np.ndarray:
 def _is_content(blob: Blob, ambient_flat: np.ndarray, scale: float) -> bool:
     if blob.kind != "content" or blob.pixels * scale * scale < MIN_CONTENT_SRC_PIXELS:
         return False
-    in_ambient = sum(bool(ambient_flat[c]) for c in blob.cells)
+    in_ambient = int(np.count_nonzero(ambient_flat[list(blob.cells)]))
     return in_ambient * 2 < len(blob.cells)
 
 
@@ -64,23 +63,46 @@ def find_events(diffs: Sequence[FrameDiff], counter: AmbientCounter, fps: float,
 
 
 class CellHistory:
-    """What each cell showed over time (its mean gray), rebuilt from the diffs."""
+    """What each cell showed over time (its mean gray), rebuilt from the diffs.
+
+    Every reported (cell, frame index, value) is kept in one array sorted by cell, then
+    index, then report order, so the value of many cells at one frame is one binary search.
+    """
+
+    _SPAN = 1 << 32  # frame indexes stay below this: key = cell * _SPAN + index
 
     def __init__(self, diffs: Sequence[FrameDiff], first_means: np.ndarray):
-        self.first = first_means
-        self.changes: dict[int, tuple[list[int], list[int]]] = {}
+        self.first = np.asarray(first_means)
+        cells: list[int] = []
+        indexes: list[int] = []
+        values: list[int] = []
         for diff in diffs:
-            pairs = [pair for blob in diff.blobs for pair in zip(blob.cells, blob.values)]
-            for cell, value in pairs + list(diff.drift):
-                idx, vals = self.changes.setdefault(cell, ([], []))
-                idx.append(diff.index)
-                vals.append(value)
+            n = len(cells)
+            for blob in diff.blobs:
+                cells.extend(blob.cells)
+                values.extend(blob.values)
+            for cell, value in diff.drift:
+                cells.append(cell)
+                values.append(value)
+            indexes.extend([diff.index] * (len(cells) - n))
+        keys = np.asarray(cells, np.int64) * self._SPAN + np.asarray(indexes, np.int64)
+        order = np.argsort(keys, kind="stable")  # stable: of two reports at one frame, the later wins
+        self._keys = keys[order]
+        self._values = np.asarray(values, np.int16)[order]
+
+    def values(self, cells: Sequence[int] | np.ndarray, index: int) -> np.ndarray:
+        """Mean gray of each cell as shown in frame `index` (int16)."""
+        cells = np.asarray(cells, np.int64)
+        if self._keys.size == 0:
+            return self.first[cells].astype(np.int16)
+        pos = np.searchsorted(self._keys, cells * self._SPAN + index, side="right") - 1
+        safe = np.maximum(pos, 0)
+        reported = (pos >= 0) & (self._keys[safe] >= cells * self._SPAN)
+        return np.where(reported, self._values[safe], self.first[cells].astype(np.int16))
 
     def value(self, cell: int, index: int) -> int:
         """Mean gray of the cell as shown in frame `index`."""
-        idx, vals = self.changes.get(cell, ((), ()))
-        k = bisect.bisect_right(idx, index)
-        return vals[k - 1] if k else int(self.first[cell])
+        return int(self.values([cell], index)[0])
 
 
 def _drop_reverts(groups, history: CellHistory, fps: float):
@@ -92,14 +114,14 @@ def _drop_reverts(groups, history: CellHistory, fps: float):
         cells = sorted({c for _, blobs in group for b in blobs for c in b.cells})
         start, end = group[0][0], group[-1][0]
         settled = end + settle if n + 1 == len(groups) else min(end + settle, groups[n + 1][0][0] - 1)
-        after = np.array([history.value(c, settled) for c in cells], np.int16)
-        before = np.array([history.value(c, start - 1) for c in cells], np.int16)
+        after = history.values(cells, settled)
+        before = history.values(cells, start - 1)
         reverted = False
         if (np.abs(after - before) > REVERT_TOLERANCE).any():  # only a real change can be a revert
             for earlier in reversed(kept):
                 if (start - earlier[0][0]) / fps > REVERT_WINDOW_S:
                     break
-                was = np.array([history.value(c, earlier[0][0] - 1) for c in cells], np.int16)
+                was = history.values(cells, earlier[0][0] - 1)
                 if (np.abs(after - was) <= REVERT_TOLERANCE).mean() >= REVERT_SHARE:
                     reverted = True
                     break

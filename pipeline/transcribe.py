@@ -22,6 +22,14 @@ from .model import Sentence, Transcript, Word
 
 SENTENCE_END = re.compile(r"[.!?]['\")\]]*$")
 SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without punctuation
+# Long narration is transcribed in pieces of about CHUNK_S seconds, cut at the quietest
+# half second near each boundary: faster-whisper computes the features of all the audio
+# it is given at once (about 0.8 GB per 30 minutes), so pieces keep memory flat in the
+# recording's length. Recordings up to 1.5 x CHUNK_S are one piece, as before.
+CHUNK_S = 180.0
+_CUT_SEARCH_S = 20.0
+_CUT_WINDOW_S = 0.5
+_RATE = 16000
 
 
 class TranscribeError(Exception):
@@ -58,6 +66,7 @@ class Transcriber:
 
         self.spec = resolve_model(model)
         self.glossary = tuple(t.strip() for t in glossary if t.strip())
+        self.chunk_s = CHUNK_S
         try:
             self._model = WhisperModel(self.spec.location, device="cpu", compute_type="int8",
                                        cpu_threads=cpu_threads, num_workers=1)
@@ -67,15 +76,44 @@ class Transcriber:
     def transcribe(self, audio: np.ndarray) -> Transcript:
         if audio.size < 1600:  # under 0.1 s: nothing to hear
             return Transcript((), "en", self.spec.label)
+        words = join_fragments(raw for start, end in chunk_bounds(audio, self.chunk_s)
+                               for raw in self._raw_words(audio[start:end], start / _RATE))
+        words = apply_glossary(words, self.glossary)
+        return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
+
+    def _raw_words(self, audio: np.ndarray, offset_s: float):
+        """(start, end, text, probability) of each word piece, on the recording's clock.
+        ``audio`` is float32 in [-1, 1] or int16 PCM (converted here, one piece at a time)."""
+        if audio.size < 1600:
+            return
+        if np.issubdtype(audio.dtype, np.integer):
+            audio = np.asarray(audio, np.float32) * np.float32(1.0 / 32768.0)
         segments, _ = self._model.transcribe(
             audio, language="en", task="transcribe", beam_size=5, temperature=0.0,
             condition_on_previous_text=False, word_timestamps=True, vad_filter=True,
             vad_parameters={"min_silence_duration_ms": 400, "speech_pad_ms": 200},
             hotwords=", ".join(self.glossary) or None)
-        words = join_fragments((w.start, w.end, w.word, w.probability)
-                               for seg in segments for w in (seg.words or []))
-        words = apply_glossary(words, self.glossary)
-        return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
+        for seg in segments:
+            for w in seg.words or []:
+                yield w.start + offset_s, w.end + offset_s, w.word, w.probability
+
+
+def chunk_bounds(audio: np.ndarray, chunk_s: float = CHUNK_S) -> list[tuple[int, int]]:
+    """Sample ranges covering the audio, each about ``chunk_s`` long, cut at the quietest
+    half second within ``_CUT_SEARCH_S`` of each nominal boundary (between sentences,
+    almost always), so no word is split."""
+    n, target = audio.size, int(chunk_s * _RATE)
+    search, window, hop = min(int(_CUT_SEARCH_S * _RATE), target // 3), int(_CUT_WINDOW_S / 0.01), _RATE // 100
+    bounds, start = [], 0
+    while n - start > target * 3 // 2:
+        lo, hi = start + target - search, start + target + search
+        frames = audio[lo:hi][: (hi - lo) // hop * hop].reshape(-1, hop).astype(np.float64)
+        energy = np.convolve((frames ** 2).mean(axis=1), np.ones(window), mode="valid")
+        cut = lo + (int(np.argmin(energy)) + window // 2) * hop
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, n))
+    return bounds
 
 
 def join_fragments(raw) -> list[Word]:

@@ -66,3 +66,28 @@ def test_glossary_snaps_a_near_miss_onto_the_term_but_keeps_plurals():
     words = [Word(i, i + 1, t) for i, t in enumerate("list the namespaces with kubctl".split())]
     fixed = apply_glossary(words, ["kubectl", "namespace"])
     assert [w.text for w in fixed] == ["list", "the", "namespaces", "with", "kubectl"]
+
+
+def test_long_audio_is_cut_into_pieces_at_its_quietest_points():
+    from pipeline.transcribe import chunk_bounds
+
+    rng = np.random.default_rng(7)
+    audio = (rng.standard_normal(16000 * 600) * 0.1).astype(np.float32)
+    audio[16000 * 190:16000 * 191] = 0  # a pause near the first nominal boundary (180 s)
+    bounds = chunk_bounds(audio)
+    assert bounds[0][0] == 0 and bounds[-1][1] == audio.size
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, no gap or overlap
+    assert 190 * 16000 <= bounds[0][1] <= 191 * 16000
+    assert chunk_bounds(audio[:16000 * 260]) == [(0, 16000 * 260)]  # short narration: one piece
+
+
+def test_speech_transcribed_in_pieces_keeps_its_words_and_times(transcriber):
+    audio = read_audio(SPEECH / "jfk.mp3")
+    whole = [w for s in transcriber.transcribe(audio).sentences for w in s.words]
+    pieces = Transcriber(cpu_threads=2)
+    pieces.chunk_s = 4.0  # the 11 s clip in three pieces, cut in its pauses
+    cut = [w for s in pieces.transcribe(audio).sentences for w in s.words]
+    text = lambda ws: " ".join(w.text.lower().strip(",.") for w in ws)  # noqa: E731
+    assert "what your country can do for you" in text(cut)  # short pieces lose some context
+    assert all(a.start_s <= b.start_s for a, b in zip(cut, cut[1:]))
+    assert abs(cut[-1].end_s - whole[-1].end_s) < 0.5  # times are on the recording's clock

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""The measured programs of the bench, each run in a fresh process by run_bench.py.
+
+    tasks.py speech REC          speech floor: sopline's own Transcriber (faster-whisper with
+                                 exactly sopline's model and decoding settings) on the audio
+    tasks.py analysis REC        sopline's video pass alone (decode.stream_gray_frames -> diff
+                                 -> keyframes), in-process, with its CPU split between Python
+                                 (diff + keyframes + reading the pipe) and ffmpeg
+    tasks.py scenedetect NAME REC SOP_JSON
+                                 PySceneDetect's detector NAME (content, adaptive, hash) with
+                                 its defaults; the scenes are written as a minimal sop.json
+                                 that ../shared/corpus/score.py can score
+
+Each prints one JSON object on its last stdout line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+if not os.environ.get("PYTHONPATH"):  # else the copy of the package it names (run_bench.py --pythonpath)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def _package() -> str:
+    import pipeline
+
+    return str(Path(pipeline.__file__).parent)
+
+
+def speech(rec: Path) -> dict:
+    from pipeline import decode
+    from pipeline.build import BuildSettings
+    from pipeline.transcribe import Transcriber
+
+    t0 = time.perf_counter()
+    threads = BuildSettings().cpu_threads or decode.available_cpus()  # as Builder.transcriber
+    transcriber = Transcriber(None, threads, ())
+    t1 = time.perf_counter()
+    audio = decode.read_audio(rec)
+    t2 = time.perf_counter()
+    transcript = transcriber.transcribe(audio)
+    t3 = time.perf_counter()
+    return {"threads": threads, "model": transcriber.spec.label, "load_s": round(t1 - t0, 3),
+            "audio_s": round(t2 - t1, 3), "transcribe_s": round(t3 - t2, 3),
+            "sentences": len(transcript.sentences)}
+
+
+def analysis(rec: Path) -> dict:
+    from visual_digest import video_pass
+
+    t0 = time.perf_counter()
+    self0 = _cpu(resource.RUSAGE_SELF)
+    split: dict = {}
+    diffs, _, _, timeline, frames = video_pass(rec, split)
+    wall = time.perf_counter() - t0
+    return {"wall_s": round(wall, 3), "python_cpu_s": round(_cpu(resource.RUSAGE_SELF) - self0, 3),
+            **{k: round(v, 3) for k, v in split.items()},
+            "ffmpeg_cpu_s": round(_cpu(resource.RUSAGE_CHILDREN), 3), "frames": frames,
+            "diffs": len(diffs), "events": len(timeline.events), "package": _package()}
+
+
+DETECTORS = ("content", "adaptive", "hash")
+
+
+def scenedetect(name: str, rec: Path, sop_json: Path) -> dict:
+    import scenedetect as sd
+
+    detector = {"content": sd.ContentDetector, "adaptive": sd.AdaptiveDetector, "hash": sd.HashDetector}[name]()
+    t0 = time.perf_counter()
+    scenes = sd.detect(str(rec), detector)
+    wall = time.perf_counter() - t0
+    steps = []
+    for i, (start, end) in enumerate(scenes):
+        s, e = start.get_seconds(), end.get_seconds()
+        # a scene after a cut is a "step" whose screen change is the cut; the first scene
+        # starts with the recording, not with a change
+        steps.append({"number": i + 1, "start_s": round(s, 3), "end_s": round(e, 3),
+                      "change_s": round(s, 3) if i else None, "narration": [],
+                      "screenshot": {"time_s": round((s + e) / 2, 3)}})
+    sop_json.parent.mkdir(parents=True, exist_ok=True)
+    sop_json.write_text(json.dumps({"schema_version": 1, "steps": steps, "transcript": []}, indent=1))
+    return {"wall_s": round(wall, 3), "scenes": len(scenes), "cuts": max(0, len(scenes) - 1)}
+
+
+def main(argv: list[str]) -> None:
+    what, *args = argv
+    if what == "speech":
+        out = speech(Path(args[0]))
+    elif what == "analysis":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        out = analysis(Path(args[0]))
+    elif what == "scenedetect":
+        out = scenedetect(args[0], Path(args[1]), Path(args[2]))
+    else:
+        raise SystemExit(f"unknown task {what!r}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

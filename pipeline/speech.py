@@ -1,0 +1,140 @@
+"""The transcribe stage in its own process, serving every recording of a build.
+
+Transcription (CTranslate2 plus faster-whisper's Python around it) and the video
+analysis each want a core. In one process they contend for the GIL and the
+build took 1.2-1.4x as long as transcription alone (bench/RESULTS.md); in a
+child process each has its own interpreter. The child loads the model once
+and reads the audio itself, so the narration never sits in the parent's
+memory either. Workers are shared by settings and live until the interpreter
+exits, so a program that calls `build` many times pays the start-up once.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .align import SilenceMap
+from .model import Transcript
+from .transcribe import TranscribeError, resolve_model
+
+
+class SpeechModelError(TranscribeError):
+    """The model could not be loaded: a failure of the whole build, not of one recording."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What the speech process returns for one recording."""
+
+    transcript: Transcript
+    silence: Optional[SilenceMap]
+
+
+class SpeechWorker:
+    """One child process with the model loaded; `listen` queues a recording."""
+
+    def __init__(self, model: str | None, cpu_threads: int, glossary: Sequence[str]):
+        self.label = resolve_model(model).label  # no model load: the child does that
+        context = multiprocessing.get_context("spawn")  # never fork a process holding threads
+        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_load,
+                                         initargs=(model, cpu_threads, tuple(glossary)))
+
+    def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
+        # absolute: the child keeps the folder it started in, the caller may have moved on
+        return self._pool.submit(_listen, Path(os.path.abspath(path)), has_audio, duration_s)
+
+    def result(self, future: Future) -> Heard:
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            raise TranscribeError("the speech process died (out of memory?)") from exc
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class LocalSpeech(SpeechWorker):
+    """The same service in a thread of this process: for `--jobs` workers, which are
+    processes already (a process pool's worker joins its children before its own exit
+    handlers run, so a nested pool would never be shut down)."""
+
+    def __init__(self, model: str | None, cpu_threads: int, glossary: Sequence[str]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.label = resolve_model(model).label
+        self._args = (model, cpu_threads, tuple(glossary))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="speech")
+
+    def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
+        return self._pool.submit(self._listen, Path(path), has_audio, duration_s)
+
+    def _listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Heard:
+        if _transcriber is None and _load_error is None:
+            _load(*self._args)
+        return _listen(path, has_audio, duration_s)
+
+
+IN_PROCESS = False  # set in --jobs worker processes
+
+
+_workers: dict[tuple, SpeechWorker] = {}
+_workers_lock = threading.Lock()
+
+
+def worker_for(model: str | None, cpu_threads: int, glossary: Sequence[str]) -> SpeechWorker:
+    """The shared worker for these settings, started on first use."""
+    key = (model, cpu_threads, tuple(glossary))
+    with _workers_lock:
+        worker = _workers.get(key)
+        if worker is None or getattr(worker._pool, "_broken", False):  # noqa: SLF001 - a dead child is replaced
+            kind = LocalSpeech if IN_PROCESS else SpeechWorker
+            worker = _workers[key] = kind(model, cpu_threads, glossary)
+        return worker
+
+
+def _close_all() -> None:
+    with _workers_lock:
+        for worker in _workers.values():
+            worker.close()
+        _workers.clear()
+
+
+atexit.register(_close_all)
+
+
+# ---------------------------------------------------------------- in the child
+
+_transcriber = None
+_load_error: str | None = None
+
+
+def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...]) -> None:
+    global _transcriber, _load_error
+    from .transcribe import Transcriber
+
+    try:
+        _transcriber = Transcriber(model, cpu_threads, glossary)
+    except Exception as exc:  # noqa: BLE001 - reported with the first recording, in one line
+        _load_error = str(exc)
+
+
+def _listen(path: Path, has_audio: bool, duration_s: float | None) -> Heard:
+    from . import decode
+
+    if _transcriber is None:
+        raise SpeechModelError(_load_error or "the speech model is not loaded")
+    if not has_audio:
+        return Heard(Transcript((), "en", _transcriber.spec.label), None)
+    try:
+        audio = decode.read_audio_pcm(path, duration_s)  # int16, memory-mapped: flat in length
+    except OSError as exc:  # DecodeError among them: sent back as plain text
+        raise TranscribeError(str(exc)) from None
+    silence = SilenceMap(audio)
+    return Heard(_transcriber.transcribe(audio), silence)
