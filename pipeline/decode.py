@@ -449,7 +449,7 @@ def iter_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
     wanted = sorted(set(indexes))
     if not wanted:
         return
-    expr = "+".join(f"eq(n,{n})" for n in wanted)
+    expr = _balanced_sum([f"eq(n,{n})" for n in wanted])
     spec = (_input(path)
             .video.filter("fps", fps=geometry.fps)
             .filter("select", expr)
@@ -469,6 +469,15 @@ def iter_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
         run.abort()
         raise
     run.finish(strict=False)
+
+
+def _balanced_sum(terms: list[str]) -> str:
+    """``a+b+c+d`` as ``((a+b)+(c+d))``: ffmpeg's expression parser fails on a flat sum of
+    more than about 100 terms (a long recording has hundreds of screenshots)."""
+    while len(terms) > 1:
+        terms = [f"({terms[i]}+{terms[i + 1]})" if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 def grab_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,

@@ -253,3 +253,14 @@ def test_a_filler_only_first_block_joins_the_next_step():
     folded, kept = _fold_contentless(plans, [describe_step([t], False) for t, _, _ in said])
     assert len(folded) == 1 and folded[0].start_s == 0.5
     assert [s.text for s in folded[0].sentences] == ["So.", "Now I open the console."]
+
+
+def test_hundreds_of_screenshots_are_grabbed_in_one_pass():
+    """ffmpeg refuses a flat select sum over ~100 terms; long recordings need hundreds."""
+    from pipeline import decode
+
+    path = Path(__file__).parent / "fixtures" / "term-deploy.mp4"
+    info = decode.probe(path)
+    geometry = decode.analysis_geometry(info)
+    frames = decode.grab_rgb_frames(path, info, geometry, list(range(150)))
+    assert sorted(frames) == list(range(150))
