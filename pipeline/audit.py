@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 from . import __version__
 from .build import INDEX_NAME, discover
+from .edits import edits_path_for
 from .fsutil import sha256_file
 from .render import md_escape
 from .sidecar import SidecarError, load_sidecar, sidecar_path_for
@@ -51,7 +52,6 @@ from .sopread import MAX_SOP_BYTES, SopReadError, parse_sop
 
 SEVERITIES = ("info", "low", "medium", "high")
 DEFAULT_MAX_AGE_DAYS = 180
-EDITS_SUFFIX = ".sop.edits.yaml"
 INDEX_KEY = "index.json"  # the `sop` of findings about the manifest itself
 
 KINDS = {  # kind -> label shown to people
@@ -251,7 +251,7 @@ def _audit_sop(sop: _Sop, ctx: _Context) -> tuple[list[Finding], str | None]:
     except SidecarError as exc:
         side_path = None
         out.append(Finding(sop.rel, "invalid", "high", f"{source}: {exc.reason}", source))
-    edits_path = recording.with_name(recording.stem + EDITS_SUFFIX)
+    edits_path = edits_path_for(recording)
 
     if not failed:
         out += _stale(sop, entry, doc, recording, side_path, edits_path, source)

@@ -380,14 +380,6 @@ class _counted:
             yield item
 
 
-EDITS_SUFFIX = ".sop.edits.yaml"
-
-
-def edits_path_for(recording: Path) -> Path:
-    """The human-edits overlay of a recording: ``<stem>.sop.edits.yaml`` beside it."""
-    return recording.with_name(recording.stem + EDITS_SUFFIX)
-
-
 def fingerprint_of(rec: Recording, settings: BuildSettings, model_label: str | None = None) -> Fingerprint:
     """Hash the recording and the files beside it that shape its SOP (reads bytes only:
     this is all a no-op rebuild costs)."""
@@ -404,8 +396,8 @@ def fingerprint_of(rec: Recording, settings: BuildSettings, model_label: str | N
         return str(beside / path.name), sha256_file(path)
 
     side, side_sha = optional(sidecar.sidecar_path_for(rec.path))
-    edits, edits_sha = optional(edits_path_for(rec.path))
-    return Fingerprint(sha256_file(rec.path), side, side_sha, edits, edits_sha, settings.digest(label),
+    overlay, overlay_sha = optional(edits.edits_path_for(rec.path))
+    return Fingerprint(sha256_file(rec.path), side, side_sha, overlay, overlay_sha, settings.digest(label),
                        __version__, label)
 
 
