@@ -289,7 +289,8 @@ def ratios(row: dict) -> dict:
     a = an.get("out", {})
     if a and dec:
         if "diff_cpu_s" in a:
-            out["diff_keyframes_cpu_over_decode_cpu"] = _div(a["diff_cpu_s"] + a["keyframes_cpu_s"], dec["cpu_s"])
+            analysis_cpu = a["diff_cpu_s"] + a["keyframes_cpu_s"] + a.get("keep_cpu_s", 0.0)
+            out["diff_keyframes_cpu_over_decode_cpu"] = _div(analysis_cpu, dec["cpu_s"])
         out["analysis_python_cpu_over_decode_cpu"] = _div(a["python_cpu_s"], dec["cpu_s"])
         out["video_pass_cpu_over_decode_cpu"] = _div(an["cpu_s"], dec["cpu_s"])
     for name, r in row["pyscenedetect"].items():
@@ -368,13 +369,17 @@ def tables(doc: dict) -> str:
         cells = [_cell(r.get(k), rss) for k in ("decode", "speech", "build", "analysis")]
         lines.append(f"| {r['input']} | " + " | ".join(cells) + " |")
     lines += ["", "### Frame analysis (sopline's video pass alone, CPU seconds)", "",
-              "| input | decode floor | video pass: ffmpeg | Python: reading frames | diff | keyframes "
-              "| diff+keyframes ÷ decode floor | whole pass ÷ decode floor |",
+              "| input | decode floor | video pass: decoding (in-process, all threads) | diff | keeping frames "
+              "(kept) | keyframes | diff+keep+keyframes ÷ decode floor | whole pass ÷ decode floor |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        o, q = (r.get("analysis") or {}).get("out", {}), r["ratios"]
-        lines.append(f"| {r['input']} | {_cell(r.get('decode'), '{cpu_s:.1f}')} | {_f(o.get('ffmpeg_cpu_s'), '{:.1f}')} "
-                     f"| {_f(o.get('read_cpu_s'))} | {_f(o.get('diff_cpu_s'))} | {_f(o.get('keyframes_cpu_s'))} "
+        an = r.get("analysis") or {}
+        o, q = an.get("out", {}), r["ratios"]
+        python = [o.get(k) for k in ("diff_cpu_s", "keep_cpu_s", "keyframes_cpu_s")]
+        decoding = an["cpu_s"] - sum(python) if an.get("cpu_s") is not None and None not in python else None
+        lines.append(f"| {r['input']} | {_cell(r.get('decode'), '{cpu_s:.1f}')} | {_f(decoding, '{:.1f}')} "
+                     f"| {_f(o.get('diff_cpu_s'))} | {_f(o.get('keep_cpu_s'))} ({o.get('kept_frames', '–')}, "
+                     f"{_f(o.get('kept_mb'), '{:.0f} MB')}) | {_f(o.get('keyframes_cpu_s'))} "
                      f"| {_f(q.get('diff_keyframes_cpu_over_decode_cpu'), '{:.1%}')} "
                      f"| {_f(q.get('video_pass_cpu_over_decode_cpu'), '{:.2f} x')} |")
     dets = [n for n in DETECTORS if any(n in r["pyscenedetect"] for r in rows)]

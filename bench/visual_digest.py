@@ -20,12 +20,13 @@ from pathlib import Path
 
 if not os.environ.get("PYTHONPATH"):  # else the copy of the package it names (run_bench.py --pythonpath)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import decode, diff, keyframes  # noqa: E402
+from pipeline import decode, diff, frames, keyframes, shots  # noqa: E402
 
 
 class _Timed:
-    """Counts the frames of a stream and the CPU time this process spends getting them
-    (reading ffmpeg's pipe), so the rest of the video pass can be told apart."""
+    """Counts the frames of a stream and the CPU time this thread spends getting them
+    (demuxing, the filter graph, copying the gray frame out), so the rest of the video
+    pass can be told apart. The decoder's own threads are not in it."""
 
     def __init__(self, frames):
         self._it = iter(frames)
@@ -36,32 +37,44 @@ class _Timed:
         return self
 
     def __next__(self):
-        start = time.process_time()
+        start = time.thread_time()
         try:
             frame = next(self._it)
         finally:
-            self.cpu_s += time.process_time() - start
+            self.cpu_s += time.thread_time() - start
         self.count += 1
         return frame
 
 
 def video_pass(path: Path, split: dict | None = None):
-    """The video half of Builder.build_sop, in-process: returns (diffs, counter, first, timeline, frames).
-    `split`, if given, receives the CPU seconds of reading frames, diff and keyframes."""
+    """The video half of Builder.build_sop, in-process, keeping screenshot frames as the
+    build does: returns (diffs, counter, first, timeline, frames). `split`, if given,
+    receives this thread's CPU seconds of getting frames, diff, keeping frames and keyframes."""
     info = decode.probe(path)
     geometry = decode.analysis_geometry(info)
     counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
     first = diff.FirstFrame()
-    frames = _Timed(decode.stream_gray_frames(path, geometry))
-    start = time.process_time()
-    diffs = list(diff.diff_frames(frames, geometry.scale, counter, first))
-    middle = time.process_time()
-    timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, frames.count,
+    video = frames.VideoPass(path, geometry)
+    timed = _Timed(video)
+    keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
+    keep_cpu = 0.0
+    start = time.thread_time()
+    diffs = []
+    for change in diff.diff_frames(timed, geometry.scale, counter, first):
+        diffs.append(change)
+        t = time.thread_time()
+        if keep.wants(change):
+            video.keep(change.index - 1)
+        keep_cpu += time.thread_time() - t
+    middle = time.thread_time()
+    timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, video.count,
                                      (info.width, info.height), first)
+    shots.content_changes(diffs, counter, geometry.scale)
     if split is not None:
-        split.update(read_cpu_s=frames.cpu_s, diff_cpu_s=middle - start - frames.cpu_s,
-                     keyframes_cpu_s=time.process_time() - middle)
-    return diffs, counter, first, timeline, frames.count
+        split.update(read_cpu_s=timed.cpu_s, diff_cpu_s=middle - start - timed.cpu_s - keep_cpu,
+                     keep_cpu_s=keep_cpu, keyframes_cpu_s=time.thread_time() - middle,
+                     kept_frames=len(video.kept), kept_mb=video.kept_bytes / 2 ** 20)
+    return diffs, counter, first, timeline, video.count
 
 
 def digest(path: Path) -> dict:

@@ -7,6 +7,7 @@ atomically, only once everything for them has been written).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, decode, diff, edits, instruct, keyframes, render, segment, sidecar, speech
+from . import __version__, align, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech
 from .fsutil import atomic_write_bytes, sha256_file
 from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
 from .transcribe import TranscribeError
@@ -227,17 +228,23 @@ class Builder:
         step("analyse video")
         geometry = decode.analysis_geometry(info)
         counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
-        frames = _counted(decode.stream_gray_frames(rec.path, geometry))
+        video = frames.VideoPass(rec.path, geometry, threads=self.settings.cpu_threads)
+        keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
         first = diff.FirstFrame()
+        diffs: list[diff.FrameDiff] = []
         try:
-            diffs = list(diff.diff_frames(frames, geometry.scale, counter, first))
-            if frames.count == 0:
+            for change in diff.diff_frames(video, geometry.scale, counter, first):
+                diffs.append(change)
+                if keep.wants(change):  # the settled screen before this change: a screenshot candidate
+                    video.keep(change.index - 1)
+            if video.count == 0:
                 raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
         except BaseException:
             heard.cancel()
             raise
-        timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, frames.count,
+        timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, video.count,
                                          (info.width, info.height), first)
+        content_changes = shots.content_changes(diffs, counter, geometry.scale)
         del diffs
         step("transcribe")
         try:
@@ -251,7 +258,7 @@ class Builder:
             warnings.append("no speech recognised; steps have no narration")
 
         step("segment")
-        duration = info.duration_s or frames.count / geometry.fps
+        duration = info.duration_s or video.count / geometry.fps
         blocks = align.group_sentences(transcript.sentences, result.silence)
         plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
 
@@ -259,7 +266,7 @@ class Builder:
         texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
         plans, texts = _fold_contentless(plans, texts)
         ids = step_ids([t.instruction for t in texts])
-        last_frame = frames.count - 1  # audio may outlast the video: never point past its end
+        last_frame = video.count - 1  # audio may outlast the video: never point past its end
         shot_index = {i: min(last_frame, int(round(p.shot_time_s * geometry.fps))) for i, p in enumerate(plans)
                       if p.shot_time_s is not None}
         before_index = {i: max(0, int(round(p.change_s * geometry.fps)) - 1) for i, p in enumerate(plans)
@@ -274,19 +281,23 @@ class Builder:
         pngs: dict[str, bytes] = {}
         screenshots: dict[int, Screenshot] = {}
         befores: dict[int, object] = {}  # step -> frame before its change, held until its shot arrives
-        for n, frame in decode.iter_rgb_frames(rec.path, info, geometry, sorted(set(shots_at) | set(befores_at))):
-            for i in befores_at.get(n, ()):
-                befores[i] = frame
-            for i in shots_at.get(n, ()):
-                highlight = plans[i].highlight
-                before = befores.pop(i, None)
-                if before is not None and highlight is not None:
-                    highlight = keyframes.net_change_box(before, frame, highlight) or highlight
-                name = render.image_path(i + 1)
-                png = render.screenshot_png(frame, highlight)
-                pngs[name] = png
-                screenshots[i] = Screenshot(name, round(n / geometry.fps, 3), hashlib.sha256(png).hexdigest(),
-                                            highlight)
+        # PNG encoding (zlib, without the GIL) runs on every core beside the next frame's
+        # decompression: it happens after transcription, on the build's critical path.
+        encoding: list[concurrent.futures.Future] = []
+        with concurrent.futures.ThreadPoolExecutor(decode.available_cpus()) as pool:
+            for n, frame in _screenshot_frames(video, rec.path, info, geometry, set(shots_at) | set(befores_at),
+                                               content_changes):
+                for i in befores_at.get(n, ()):
+                    befores[i] = frame
+                for i in shots_at.get(n, ()):
+                    encoding.append(pool.submit(_screenshot, i, n / geometry.fps, frame, befores.pop(i, None),
+                                                plans[i].highlight))
+                while len([f for f in encoding if not f.done()]) > 2 * decode.available_cpus():
+                    concurrent.futures.wait(encoding, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in encoding:
+                i, png, shot = future.result()
+                pngs[shot.path] = png
+                screenshots[i] = shot
         steps: list[Step] = []
         for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
             steps.append(Step(id=sid, number=i + 1, start_s=plan.start_s, end_s=plan.end_s,
@@ -363,21 +374,39 @@ def _fold_contentless(plans: Sequence[StepPlan], texts: Sequence[StepText]):
     return kept_plans, kept_texts
 
 
+def _screenshot(i: int, time_s: float, frame, before, highlight) -> tuple[int, bytes, Screenshot]:
+    """Step i's screenshot: the highlight narrowed to what differs from the frame before
+    the step's change, outlined on the frame, as PNG."""
+    if before is not None and highlight is not None:
+        highlight = keyframes.net_change_box(before, frame, highlight) or highlight
+    png = render.screenshot_png(frame, highlight)
+    return i, png, Screenshot(render.image_path(i + 1), round(time_s, 3), hashlib.sha256(png).hexdigest(), highlight)
+
+
+def _screenshot_frames(video: frames.VideoPass, path: Path, info, geometry, wanted: set[int],
+                       content_changes: list[int]):
+    """RGB frames at the wanted indexes, in order: from the frames the pass kept where one
+    shows the same screen, else from an exact second pass (only up to the last such frame)."""
+    wanted_sorted = sorted(wanted)
+    stand_in = shots.stand_ins(wanted_sorted, sorted(video.kept), content_changes)
+    missing = [n for n in wanted_sorted if n not in stand_in]
+    exact = frames.iter_rgb_frames(path, info, geometry, missing)
+    pending = next(exact, None)
+    try:
+        for n in wanted_sorted:
+            if n in stand_in:
+                yield n, video.rgb(stand_in[n])
+                continue
+            while pending is not None and pending[0] < n:
+                pending = next(exact, None)
+            if pending is not None and pending[0] == n:
+                yield pending
+    finally:
+        exact.close()
+
+
 def _narration(plan: StepPlan) -> tuple[Sentence, ...]:
     return tuple(Sentence(s.start_s, s.end_s, s.text) for s in plan.sentences)
-
-
-class _counted:
-    """Wraps a frame iterator and counts what it yielded."""
-
-    def __init__(self, it):
-        self._it = it
-        self.count = 0
-
-    def __iter__(self):
-        for item in self._it:
-            self.count += 1
-            yield item
 
 
 def fingerprint_of(rec: Recording, settings: BuildSettings, model_label: str | None = None) -> Fingerprint:

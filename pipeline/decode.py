@@ -1,19 +1,19 @@
-"""Decode stage: probe a recording, stream analysis frames and the narration audio.
+"""Decode stage: probe a recording, read the narration audio, and the geometry and
+time limits of the video pass (frames.py decodes the video itself, in-process).
 
-Frames are streamed one at a time from an ffmpeg subprocess (never the whole
-video in memory). Analysis frames are grayscale, at most ANALYSIS_MAX_W x
-ANALYSIS_MAX_H and ANALYSIS_MAX_FPS: text on a 720p screen still changes
-several pixels per typed character at that size, and 10 frames a second times
-a change to 0.1 s, far inside the 1.5 s a reader (and the scorer) cares about,
-while costing a small fraction of decoding itself. The ffmpeg binary is the one
-on PATH, else the one shipped in the imageio-ffmpeg wheel.
+Analysis frames are grayscale, at most ANALYSIS_MAX_W x ANALYSIS_MAX_H and
+ANALYSIS_MAX_FPS: text on a 720p screen still changes several pixels per typed
+character at that size, and 10 frames a second times a change to 0.1 s, far
+inside the 1.5 s a reader (and the scorer) cares about. The audio is read by an
+ffmpeg subprocess; the ffmpeg binary is the one on PATH, else the one shipped in
+the imageio-ffmpeg wheel.
 
 Recordings come from pull requests, so they are untrusted: files are opened by
 absolute ``file:`` URL (a name like ``-x.mp4`` or ``http:x.mp4`` stays a file
 name), only the local-file protocol and the MP4/MOV and Matroska/WebM demuxers
 are allowed (a playlist renamed .mp4 cannot reach the network or other files),
-ffmpeg runs without a shell, and every ffmpeg pass has a time limit scaled to
-the recording after which it is killed and reported in one line.
+ffmpeg runs without a shell, and every pass has a time limit scaled to the
+recording after which it is stopped and reported in one line.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import ffmpeg
 import numpy as np
@@ -383,107 +382,6 @@ class _Ffmpeg:
 
 def _input(path: Path):
     return ffmpeg.input(_url(path), **_INPUT_OPTS)
-
-
-def _read_exact(stream, size: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = stream.read(size - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-def stream_gray_frames(path: Path, geometry: AnalysisGeometry,
-                       timeout_s: float | None = None) -> Iterator[np.ndarray]:
-    """Yield analysis frames (uint8, height x width), one at a time, at geometry.fps.
-
-    Raises DecodeError (after the last frame) when ffmpeg ran out of time, or when
-    the frames stop well before the length the video track declares: a file cut
-    short must fail, not yield an SOP of its first half.
-    """
-    spec = (_input(path)
-            .video.filter("fps", fps=geometry.fps)
-            .filter("scale", geometry.width, geometry.height, flags="area")
-            .output("pipe:", format="rawvideo", pix_fmt="gray"))
-    limit = timeout_s if timeout_s is not None else stage_timeout(geometry.duration_s, geometry.source_pixel_rate)
-    run = _Ffmpeg(spec, path, "decoding the video", limit)
-    size = geometry.width * geometry.height
-    count = 0
-    try:
-        while True:
-            # straight from the pipe into the frame: one copy, not three (bench/RESULTS.md)
-            frame = np.empty((geometry.height, geometry.width), np.uint8)
-            view, got = memoryview(frame).cast("B"), 0
-            while got < size:
-                n = run.stdout.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            if got < size:
-                break
-            count += 1
-            yield frame
-    except BaseException:  # the consumer stopped early or failed: do not leave ffmpeg running
-        run.abort()
-        raise
-    run.finish(strict=False)
-    expected = geometry.duration_s * geometry.fps
-    if expected - count >= geometry.fps and count < 0.8 * expected:
-        problem = run.problem()
-        raise DecodeError(f"the video data stops after {count / geometry.fps:.1f} s of the "
-                          f"{geometry.duration_s:.1f} s the file declares (cut short or damaged)"
-                          + (f": {problem}" if problem else ""))
-
-
-def iter_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
-                    indexes: Sequence[int], timeout_s: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Full-resolution RGB frames at the given analysis frame indexes, in one decode pass,
-    yielded in index order so a caller can encode each and let it go (a 4K frame is 25 MB;
-    a long recording may have hundreds of screenshots).
-
-    The same fps filter as the analysis stream puts frames on the same grid, so an
-    index chosen during analysis shows exactly the frame that was analysed.
-    """
-    wanted = sorted(set(indexes))
-    if not wanted:
-        return
-    expr = _balanced_sum([f"eq(n,{n})" for n in wanted])
-    spec = (_input(path)
-            .video.filter("fps", fps=geometry.fps)
-            .filter("select", expr)
-            .filter("scale", info.width, info.height)
-            .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"))
-    limit = timeout_s if timeout_s is not None else stage_timeout(
-        geometry.duration_s or info.duration_s, info.width * info.height * max(info.fps, 1.0))
-    run = _Ffmpeg(spec, path, "grabbing the screenshots", limit)
-    size = info.width * info.height * 3
-    try:
-        for n in wanted:
-            buf = _read_exact(run.stdout, size)
-            if len(buf) < size:
-                break
-            yield n, np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
-    except BaseException:
-        run.abort()
-        raise
-    run.finish(strict=False)
-
-
-def _balanced_sum(terms: list[str]) -> str:
-    """``a+b+c+d`` as ``((a+b)+(c+d))``: ffmpeg's expression parser fails on a flat sum of
-    more than about 100 terms (a long recording has hundreds of screenshots)."""
-    while len(terms) > 1:
-        terms = [f"({terms[i]}+{terms[i + 1]})" if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
-
-
-def grab_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
-                    indexes: Sequence[int], timeout_s: float | None = None) -> dict[int, np.ndarray]:
-    """:func:`iter_rgb_frames` collected into a dict (for a few frames only)."""
-    return dict(iter_rgb_frames(path, info, geometry, indexes, timeout_s))
 
 
 def read_audio_pcm(path: Path, duration_s: float | None = None, timeout_s: float | None = None) -> np.ndarray:

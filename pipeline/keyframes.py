@@ -37,7 +37,7 @@ def ambient_mask(counter: AmbientCounter) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=np.ones((2 * rows + 1, 2 * cols + 1), bool))
 
 
-def _is_content(blob: Blob, ambient_flat: np.ndarray, scale: float) -> bool:
+def is_content(blob: Blob, ambient_flat: np.ndarray, scale: float) -> bool:
     if blob.kind != "content" or blob.pixels * scale * scale < MIN_CONTENT_SRC_PIXELS:
         return False
     in_ambient = int(np.count_nonzero(ambient_flat[list(blob.cells)]))
@@ -50,7 +50,7 @@ def find_events(diffs: Sequence[FrameDiff], counter: AmbientCounter, fps: float,
     ambient_flat = ambient_mask(counter).ravel()
     groups: list[list[tuple[int, list[Blob]]]] = []
     for diff in diffs:
-        content = [b for b in diff.blobs if _is_content(b, ambient_flat, scale)]
+        content = [b for b in diff.blobs if is_content(b, ambient_flat, scale)]
         if not content:
             continue
         if not groups or (diff.index - groups[-1][-1][0]) / fps > EVENT_GAP_S:

@@ -33,7 +33,7 @@ HIGHLIGHT_RGB = (255, 59, 48)  # #ff3b30
 HIGHLIGHT_WIDTH = 3
 HIGHLIGHT_PAD = 4  # gap between the changed region and the inner edge of the outline
 _HALO_RGB = (255, 255, 255)  # 1px outside the outline, so it shows on red UI too
-_PNG_COMPRESS_LEVEL = 6
+_PNG_COMPRESS_LEVEL = 3  # as small as 6 on screen content (within 10 %), in about half the time
 
 _METADATA_ORDER = ("owner", "role", "approvers", "prerequisites", "expected_outcome",
                    "review_every_days", "tags")

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline import decode
+from pipeline import decode, frames
 from pipeline.build import BuildSettings, build
 from pipeline.cli import main
 from pipeline.schemas import validate
@@ -152,7 +152,7 @@ def test_rotated_phone_recording_screenshots_are_upright(corpus):
     for step in doc["steps"]:
         shot = step["screenshot"]
         index = round(shot["time_s"] * geometry.fps)
-        truth = decode.grab_rgb_frames(original, info, geometry, [index])[index].astype(float)
+        truth = frames.grab_rgb_frames(original, info, geometry, [index])[index].astype(float)
         got = np.asarray(Image.open(corpus["out"] / "rotated" / shot["path"]).convert("RGB"), float)
         upright = np.abs(got - truth).mean()
         turned = np.abs(got[::-1, ::-1] - truth).mean()
@@ -240,7 +240,7 @@ def test_a_decode_over_its_time_limit_is_killed_and_named(tmp_path):
     path = BROKEN / "4k60.mp4"
     geometry = decode.analysis_geometry(decode.probe(path))
     with pytest.raises(decode.DecodeError, match=r"^ffmpeg took longer than 0\.1 s decoding the video and was stopped"):
-        for _ in decode.stream_gray_frames(path, geometry, timeout_s=0.1):
+        for _ in frames.VideoPass(path, geometry, timeout_s=0.1):
             time.sleep(0.05)
     assert ffmpeg_children() == []
 

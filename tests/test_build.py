@@ -255,12 +255,54 @@ def test_a_filler_only_first_block_joins_the_next_step():
     assert [s.text for s in folded[0].sentences] == ["So.", "Now I open the console."]
 
 
-def test_hundreds_of_screenshots_are_grabbed_in_one_pass():
-    """ffmpeg refuses a flat select sum over ~100 terms; long recordings need hundreds."""
-    from pipeline import decode
+def test_frames_kept_during_the_analysis_pass_are_the_exact_frames_a_second_pass_grabs():
+    """Screenshots come from frames kept (compressed) while analysing; they must be the
+    very pixels an exact pass at those indexes returns, and a second pass must reach
+    hundreds of indexes."""
+    import numpy as np
+
+    from pipeline import decode, frames
 
     path = Path(__file__).parent / "fixtures" / "term-deploy.mp4"
     info = decode.probe(path)
     geometry = decode.analysis_geometry(info)
-    frames = decode.grab_rgb_frames(path, info, geometry, list(range(150)))
-    assert sorted(frames) == list(range(150))
+    grabbed = frames.grab_rgb_frames(path, info, geometry, list(range(150)))
+    assert sorted(grabbed) == list(range(150))
+    video = frames.VideoPass(path, geometry)
+    for n, gray in enumerate(video):
+        assert gray.shape == (geometry.height, geometry.width)
+        if n in (0, 37, 38, 120):
+            video.keep(n)
+        if n == 81:
+            video.keep(80)  # the frame before the current one is still at hand
+    assert set(video.kept) == {0, 37, 38, 80, 120, video.count - 1}
+    for n in (0, 37, 38, 80, 120):
+        assert video.rgb(n).shape == (info.height, info.width, 3)
+        assert np.array_equal(video.rgb(n), grabbed[n])
+
+
+@pytest.mark.parametrize("name", ["term-deploy", "gui-release", "web-scale"])
+def test_each_screenshot_shows_the_screen_at_its_time(built, name):
+    """Screenshots come from a frame kept in the same still stretch, not the frame at
+    time_s itself: apart from the highlight outline they must show the same pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import decode, frames
+
+    doc = sop(built, name)
+    path = FIXTURES / f"{name}.mp4"
+    info = decode.probe(path)
+    geometry = decode.analysis_geometry(info)
+    shots = {round(s["screenshot"]["time_s"] * geometry.fps): s["screenshot"] for s in doc["steps"] if s.get("screenshot")}
+    assert shots
+    exact = frames.grab_rgb_frames(path, info, geometry, list(shots))
+    for n, shot in shots.items():
+        got = np.asarray(Image.open(built / name / shot["path"]).convert("RGB"), np.int16)
+        outside = np.ones(got.shape[:2], bool)
+        if shot.get("highlight"):
+            box = shot["highlight"]
+            pad = 12  # the outline is drawn a few pixels outside the box
+            outside[max(0, box["y"] - pad):box["y"] + box["h"] + pad, max(0, box["x"] - pad):box["x"] + box["w"] + pad] = False
+        delta = np.abs(got - exact[n])[outside]
+        assert (delta > 40).mean() < 0.001, (name, n, float((delta > 40).mean()))

@@ -68,17 +68,34 @@ def test_glossary_snaps_a_near_miss_onto_the_term_but_keeps_plurals():
     assert [w.text for w in fixed] == ["list", "the", "namespaces", "with", "kubectl"]
 
 
-def test_long_audio_is_cut_into_pieces_at_its_quietest_points():
+RECORDING = Path(__file__).parent / "fixtures" / "term-deploy.mp4"  # 20 s, three narrated steps
+
+
+def test_long_audio_is_cut_into_contiguous_pieces_in_its_pauses(transcriber):
+    from pipeline.align import SilenceMap
+    from pipeline.decode import read_audio_pcm
     from pipeline.transcribe import chunk_bounds
 
-    rng = np.random.default_rng(7)
-    audio = (rng.standard_normal(16000 * 600) * 0.1).astype(np.float32)
-    audio[16000 * 190:16000 * 191] = 0  # a pause near the first nominal boundary (180 s)
-    bounds = chunk_bounds(audio)
+    audio = read_audio_pcm(RECORDING)  # int16, as the build passes it
+    bounds = chunk_bounds(audio, chunk_s=8.0)  # nominal cuts at 8 s and 16 s fall in speech
+    assert len(bounds) >= 3
     assert bounds[0][0] == 0 and bounds[-1][1] == audio.size
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous, no gap or overlap
-    assert 190 * 16000 <= bounds[0][1] <= 191 * 16000
-    assert chunk_bounds(audio[:16000 * 260]) == [(0, 16000 * 260)]  # short narration: one piece
+    cuts = [start / 16000 for start, _ in bounds[1:]]
+    silent = SilenceMap(audio).silent
+    assert all(silent[int(c / 0.01) - 20:int(c / 0.01) + 20].all() for c in cuts)  # 0.2 s of silence each side
+    words = [w for s in transcriber.transcribe(audio).sentences for w in s.words]
+    assert not any(w.start_s < c < w.end_s for w in words for c in cuts)  # no word is split
+
+
+def test_narration_up_to_one_and_a_half_pieces_long_stays_one_piece():
+    from pipeline.decode import read_audio_pcm
+    from pipeline.transcribe import chunk_bounds
+
+    audio = read_audio_pcm(RECORDING)
+    seconds = audio.size / 16000
+    assert chunk_bounds(audio, chunk_s=seconds / 1.49) == [(0, audio.size)]
+    assert len(chunk_bounds(audio, chunk_s=seconds / 1.6)) == 2
 
 
 def test_speech_transcribed_in_pieces_keeps_its_words_and_times(transcriber):

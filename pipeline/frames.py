@@ -1,0 +1,283 @@
+"""Decode stage, video: one in-process decode pass that serves both the frame
+analysis and the screenshots.
+
+The analysis needs small gray frames; the screenshots need a handful of
+full-resolution frames that are only known once the narration has been
+aligned, after the pass. Streaming gray frames out of an ffmpeg process and
+decoding again for the screenshots cost a second full decode, run after
+transcription: at 1080p that was 30 % of the build (bench/RESULTS.md). Here
+libavcodec runs in-process (PyAV, the binding faster-whisper already
+installs), so while a frame is at hand the caller can keep it: the build keeps
+the last frame before every content change, which is the settled picture any
+screenshot of that moment shows. Kept frames are stored zlib-compressed in the
+decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB), so memory stays
+small; a screenshot no kept frame can stand for is fetched by an exact second
+pass (:func:`iter_rgb_frames`).
+
+The filters are ffmpeg's own (fps, transpose for rotated phone recordings,
+extractplanes and an area scale), so frame indexes and pixels are those of the
+command-line tool. The same input whitelist as every other read applies.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .decode import _INPUT_OPTS, AnalysisGeometry, DecodeError, _url, stage_timeout
+from .model import MediaInfo
+
+# 8-bit planar YUV: the analysis frame is the luma plane, scaled, with no colour
+# conversion (a third of the work of swscale's YUV->gray on 1080p).
+_PLANAR_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "yuv410p", "yuv411p",
+               "yuv440p", "yuvj440p"}
+# Frame layouts PyAV turns into an array and back without loss.
+_STORABLE = {"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuvj444p", "nv12", "rgb24", "bgr24", "gray"}
+# Limited-range luma 16..235 stretched to 0..255, as swscale does for gray output,
+# so the analysis thresholds mean the same gray levels as before.
+_TV_TO_PC = r"c0=clip((val-16)*255/219+0.5\,0\,255)"
+_RANGE_PC = 2  # AVCOL_RANGE_JPEG
+KEEP_BUDGET_BYTES = 256 * 1024 * 1024  # compressed kept frames; past it, screenshots take a second pass
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """One kept frame: its pixels compressed, and what turns them back into RGB."""
+
+    data: bytes
+    shape: tuple[int, ...]
+    format: str
+    colorspace: int
+    color_range: int
+
+
+def _transposes(rotation: int) -> list[tuple[str, str]]:
+    """ffmpeg's autorotation filters for a display matrix rotation (degrees, counter-clockwise)."""
+    theta = (-rotation) % 360
+    if theta == 90:
+        return [("transpose", "clock")]
+    if theta == 180:
+        return [("hflip", ""), ("vflip", "")]
+    if theta == 270:
+        return [("transpose", "cclock")]
+    return []
+
+
+class VideoPass:
+    """Iterate to get the gray analysis frames at ``geometry.fps``; call :meth:`keep`
+    for the frame just yielded or the one before it to hold it for a screenshot.
+
+    Raises DecodeError (after the last frame) when the pass ran out of time, or when
+    the frames stop well before the length the video track declares: a file cut
+    short must fail, not yield an SOP of its first half.
+    """
+
+    def __init__(self, path: Path, geometry: AnalysisGeometry, timeout_s: float | None = None,
+                 analysis: bool = True, keep_budget: int = KEEP_BUDGET_BYTES, threads: int = 0):
+        self.path, self.geometry, self.analysis = Path(path), geometry, analysis
+        self.threads = threads  # decoder threads; 0: libavcodec's choice (one per core)
+        self.timeout_s = timeout_s if timeout_s is not None else stage_timeout(
+            geometry.duration_s, geometry.source_pixel_rate)
+        self.count = 0
+        self.kept: dict[int, _Packed] = {}
+        self.kept_bytes = 0
+        self.keep_budget = keep_budget
+        self.over_budget = False
+        self._full: dict[int, object] = {}  # index -> full-resolution av.VideoFrame (current, previous)
+
+    # ------------------------------------------------------------ keeping
+
+    def keep(self, index: int) -> bool:
+        """Hold frame ``index`` (the current or the previous one); False once the budget is spent."""
+        if index in self.kept:
+            return True
+        frame = self._full.get(index)
+        if frame is None:
+            raise ValueError(f"frame {index} is no longer at hand")
+        if self.kept_bytes >= self.keep_budget:
+            self.over_budget = True
+            return False
+        packed = _pack(frame)
+        self.kept[index] = packed
+        self.kept_bytes += len(packed.data)
+        return True
+
+    def rgb(self, index: int) -> np.ndarray:
+        """A kept frame as (height, width, 3) uint8 RGB."""
+        return _unpack(self.kept[index])
+
+    # ------------------------------------------------------------ decoding
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index, gray, full in self._frames():
+            self._full = {index - 1: self._full.get(index - 1), index: full} if index else {index: full}
+            self.count = index + 1
+            yield gray
+        if self.count and self.count - 1 in self._full:  # the last frame: the screen as the recording ends
+            self.keep(self.count - 1)
+        self._full = {}
+        expected = self.geometry.duration_s * self.geometry.fps
+        if expected - self.count >= self.geometry.fps and self.count < 0.8 * expected:
+            raise DecodeError(f"the video data stops after {self.count / self.geometry.fps:.1f} s of the "
+                              f"{self.geometry.duration_s:.1f} s the file declares (cut short or damaged)")
+
+    def _frames(self) -> Iterator[tuple[int, np.ndarray | None, object]]:
+        import av
+
+        try:
+            yield from self._decoded()
+        except av.error.FFmpegError as exc:  # a failure of the libraries, not of ours: this file's problem
+            raise DecodeError(f"cannot decode the video: {_reason(exc)}") from None
+
+    def _decoded(self) -> Iterator[tuple[int, np.ndarray | None, object]]:
+        import av
+
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            container = av.open(_url(self.path), container_options=dict(_INPUT_OPTS), metadata_errors="ignore")
+        except av.error.FFmpegError as exc:
+            raise DecodeError(f"cannot open the video: {_reason(exc)}") from None
+        with container:
+            videos = [s for s in container.streams.video
+                      if not (s.disposition & av.stream.Disposition.attached_pic)]
+            if not videos:
+                return
+            stream = videos[0]
+            stream.thread_type = "AUTO"
+            if self.threads:  # --jobs: each worker decodes with its share of the cores
+                stream.codec_context.thread_count = self.threads
+            graph = sinks = None
+            index = 0
+            for packet in container.demux(stream):
+                if time.monotonic() > deadline:
+                    raise self._late()
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    continue  # a damaged packet: the decoder conceals it, as the ffmpeg tool does
+                for frame in decoded:
+                    if graph is None:
+                        graph, source, sinks = self._graph(stream, frame)
+                    source.push(frame)
+                    for gray, full in _pull(sinks):
+                        yield index, gray, full
+                        index += 1
+                        if time.monotonic() > deadline:
+                            raise self._late()
+            if graph is not None:
+                source.push(None)
+                for gray, full in _pull(sinks):
+                    yield index, gray, full
+                    index += 1
+
+    def _late(self) -> DecodeError:
+        limit = f"{self.timeout_s:.0f}" if self.timeout_s >= 10 else f"{self.timeout_s:.2g}"
+        return DecodeError(f"ffmpeg took longer than {limit} s decoding the video and was stopped "
+                           f"(a hung or pathologically slow decode)")  # its libraries, in this process
+
+    def _graph(self, stream, first):
+        import av
+
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                                  time_base=stream.time_base)
+        chain = [graph.add("fps", f"{self.geometry.fps:g}")]
+        chain += [graph.add(name, args) for name, args in _transposes(int(round(first.rotation or 0)) % 360)]
+        _link([source, *chain])
+        last = chain[-1]
+        sinks = []
+        if self.analysis:
+            split = graph.add("split", "2")
+            last.link_to(split)
+            w, h = self.geometry.width, self.geometry.height
+            if first.format.name in _PLANAR_YUV:
+                gray = [graph.add("extractplanes", "y"), graph.add("scale", f"{w}:{h}:flags=area")]
+                if first.color_range != _RANGE_PC and not first.format.name.startswith("yuvj"):
+                    gray.append(graph.add("lut", _TV_TO_PC))
+            else:
+                gray = [graph.add("scale", f"{w}:{h}:flags=area"), graph.add("format", "gray")]
+            gray_sink, full_sink = graph.add("buffersink"), graph.add("buffersink")
+            split.link_to(gray[0], 0, 0)
+            _link([*gray, gray_sink])
+            split.link_to(full_sink, 1, 0)
+            sinks = [gray_sink, full_sink]
+        else:
+            full_sink = graph.add("buffersink")
+            last.link_to(full_sink)
+            sinks = [full_sink]
+        graph.configure()
+        return graph, source, sinks
+
+
+def _link(nodes) -> None:
+    for a, b in zip(nodes, nodes[1:]):
+        a.link_to(b)
+
+
+def _pull(sinks) -> Iterator[tuple[np.ndarray | None, object]]:
+    import av
+
+    while True:
+        try:
+            frames = [sink.pull() for sink in sinks]
+        except (av.error.BlockingIOError, av.error.EOFError):
+            return
+        if len(frames) == 2:
+            yield frames[0].to_ndarray(), frames[1]
+        else:
+            yield None, frames[0]
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split())[:200]
+
+
+def _pack(frame) -> _Packed:
+    if frame.format.name not in _STORABLE or frame.width % 2 or frame.height % 2:
+        frame = frame.reformat(format="rgb24")  # PyAV has no array form of odd-sized subsampled frames
+    arr = np.ascontiguousarray(frame.to_ndarray())  # rows of odd-sized frames come padded
+    return _Packed(zlib.compress(arr, 1), arr.shape, frame.format.name, int(frame.colorspace),
+                   int(frame.color_range))
+
+
+def _unpack(packed: _Packed) -> np.ndarray:
+    import av
+
+    arr = np.frombuffer(zlib.decompress(packed.data), np.uint8).reshape(packed.shape)
+    if packed.format == "rgb24":
+        return arr
+    frame = av.VideoFrame.from_ndarray(arr, format=packed.format)
+    frame.colorspace, frame.color_range = packed.colorspace, packed.color_range
+    return frame.to_ndarray(format="rgb24")
+
+
+def iter_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
+                    indexes: Sequence[int], timeout_s: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Full-resolution RGB frames at the given analysis frame indexes, in index order, in
+    one pass that stops after the last (a caller can encode each and let it go)."""
+    wanted = sorted(set(indexes))
+    if not wanted:
+        return
+    run = VideoPass(path, geometry, timeout_s, analysis=False)
+    frames = run._frames()  # noqa: SLF001 - the same pass, without analysis frames
+    try:
+        position = 0
+        for index, _, full in frames:
+            if index == wanted[position]:
+                yield index, full.to_ndarray(format="rgb24")
+                position += 1
+                if position == len(wanted):
+                    return
+    finally:
+        frames.close()
+
+
+def grab_rgb_frames(path: Path, info: MediaInfo, geometry: AnalysisGeometry,
+                    indexes: Sequence[int], timeout_s: float | None = None) -> dict[int, np.ndarray]:
+    """:func:`iter_rgb_frames` collected into a dict (for a few frames only)."""
+    return dict(iter_rgb_frames(path, info, geometry, indexes, timeout_s))
