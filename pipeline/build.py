@@ -241,6 +241,7 @@ class Builder:
                 raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
         except BaseException:
             heard.cancel()
+            video.close()
             raise
         timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, video.count,
                                          (info.width, info.height), first)
@@ -292,12 +293,13 @@ class Builder:
                 for i in shots_at.get(n, ()):
                     encoding.append(pool.submit(_screenshot, i, n / geometry.fps, frame, befores.pop(i, None),
                                                 plans[i].highlight))
-                while len([f for f in encoding if not f.done()]) > 2 * decode.available_cpus():
+                while len([f for f in encoding if not f.done()]) > decode.available_cpus():
                     concurrent.futures.wait(encoding, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in encoding:
                 i, png, shot = future.result()
                 pngs[shot.path] = png
                 screenshots[i] = shot
+        video.close()
         steps: list[Step] = []
         for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
             steps.append(Step(id=sid, number=i + 1, start_s=plan.start_s, end_s=plan.end_s,

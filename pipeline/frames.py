@@ -10,8 +10,8 @@ libavcodec runs in-process (PyAV, the binding faster-whisper already
 installs), so while a frame is at hand the caller can keep it: the build keeps
 the last frame before every content change, which is the settled picture any
 screenshot of that moment shows. Kept frames are stored zlib-compressed in the
-decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB), so memory stays
-small; a screenshot no kept frame can stand for is fetched by an exact second
+decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB) in an unlinked
+temporary file, so memory stays flat in the recording's length; a screenshot no kept frame can stand for is fetched by an exact second
 pass (:func:`iter_rgb_frames`).
 
 The filters are ffmpeg's own (fps, transpose for rotated phone recordings,
@@ -20,6 +20,10 @@ command-line tool. The same input whitelist as every other read applies.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -46,13 +50,16 @@ KEEP_BUDGET_BYTES = 256 * 1024 * 1024  # compressed kept frames; past it, screen
 
 @dataclass(frozen=True)
 class _Packed:
-    """One kept frame: its pixels compressed, and what turns them back into RGB."""
+    """One kept frame: its compressed pixels (here, or at ``offset`` in the spill file),
+    and what turns them back into RGB."""
 
     data: bytes
     shape: tuple[int, ...]
     format: str
     colorspace: int
     color_range: int
+    offset: int = -1
+    size: int = 0
 
 
 def _transposes(rotation: int) -> list[tuple[str, str]]:
@@ -85,6 +92,10 @@ class VideoPass:
         self.count = 0
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
+        # Kept frames go to an unlinked temporary file, not memory: their number grows with
+        # the recording (about one per step), the process's memory must not.
+        self._spill = tempfile.TemporaryFile(prefix="sopline-frames-")
+        self._spill_lock = threading.Lock()
         self.keep_budget = keep_budget
         self.over_budget = False
         self._full: dict[int, object] = {}  # index -> full-resolution av.VideoFrame (current, previous)
@@ -102,13 +113,24 @@ class VideoPass:
             self.over_budget = True
             return False
         packed = _pack(frame)
-        self.kept[index] = packed
+        offset = self._spill.seek(0, os.SEEK_END)
+        self._spill.write(packed.data)
+        self.kept[index] = dataclasses.replace(packed, data=b"", offset=offset, size=len(packed.data))
         self.kept_bytes += len(packed.data)
         return True
 
     def rgb(self, index: int) -> np.ndarray:
         """A kept frame as (height, width, 3) uint8 RGB."""
-        return _unpack(self.kept[index])
+        packed = self.kept[index]
+        with self._spill_lock:
+            self._spill.seek(packed.offset)
+            data = self._spill.read(packed.size)
+        return _unpack(dataclasses.replace(packed, data=data))
+
+    def close(self) -> None:
+        """Drop the kept frames (the spill file goes with them)."""
+        self._spill.close()
+        self.kept.clear()
 
     # ------------------------------------------------------------ decoding
 

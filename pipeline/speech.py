@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import memory
 from .align import SilenceMap
 from .model import Transcript
 from .transcribe import TranscribeError, resolve_model
@@ -82,6 +83,9 @@ class LocalSpeech(SpeechWorker):
 
 
 IN_PROCESS = False  # set in --jobs worker processes
+# The features of a whole piece of narration (tens of MB) are mapped and unmapped; the
+# per-window buffers of the decoder stay in the heap.
+SPEECH_LARGE_BUFFER_BYTES = 8 << 20
 
 
 _workers: dict[tuple, SpeechWorker] = {}
@@ -119,6 +123,8 @@ def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...]) -> Non
     global _transcriber, _load_error
     from .transcribe import Transcriber
 
+    memory.map_large_buffers(SPEECH_LARGE_BUFFER_BYTES)
+
     try:
         _transcriber = Transcriber(model, cpu_threads, glossary)
     except Exception as exc:  # noqa: BLE001 - reported with the first recording, in one line
@@ -137,4 +143,7 @@ def _listen(path: Path, has_audio: bool, duration_s: float | None) -> Heard:
     except OSError as exc:  # DecodeError among them: sent back as plain text
         raise TranscribeError(str(exc)) from None
     silence = SilenceMap(audio)
-    return Heard(_transcriber.transcribe(audio), silence)
+    heard = Heard(_transcriber.transcribe(audio), silence)
+    del audio
+    memory.give_back_freed()  # this process lives on between recordings: hand back the features' memory
+    return heard
