@@ -56,9 +56,10 @@ def find_events(diffs: Sequence[FrameDiff], counter: AmbientCounter, fps: float,
         if not groups or (diff.index - groups[-1][-1][0]) / fps > EVENT_GAP_S:
             groups.append([])
         groups[-1].append((diff.index, content))
+    reverts = [False] * len(groups)
     if first is not None and first.means is not None:
-        groups = _drop_reverts(groups, CellHistory(diffs, first.means), fps)
-    events = tuple(_event(g, fps, scale, ambient_flat.size, src_size) for g in groups)
+        reverts = _reverts(groups, CellHistory(diffs, first.means), fps)
+    events = tuple(_event(g, fps, scale, ambient_flat.size, src_size, r) for g, r in zip(groups, reverts))
     return VisualTimeline(events, fps, frame_count)
 
 
@@ -105,10 +106,12 @@ class CellHistory:
         return int(self.values([cell], index)[0])
 
 
-def _drop_reverts(groups, history: CellHistory, fps: float):
-    """Drop a change that only puts the screen back as it was just before an earlier change:
-    a toast or spinner going away is the tail of an earlier step, not a step."""
+def _reverts(groups, history: CellHistory, fps: float) -> list[bool]:
+    """Which changes only put the screen back as it was just before an earlier change: a
+    toast or spinner going away is the tail of an earlier step, not a step (though closing
+    a dialog or going back to a tab can be one, when narrated: segment.py decides)."""
     kept: list = []
+    flags: list[bool] = []
     settle = int(round(EVENT_GAP_S * fps))
     for n, group in enumerate(groups):
         cells = sorted({c for _, blobs in group for b in blobs for c in b.cells})
@@ -127,11 +130,12 @@ def _drop_reverts(groups, history: CellHistory, fps: float):
                     break
         if not reverted:
             kept.append(group)
-    return kept
+        flags.append(reverted)
+    return flags
 
 
 def _event(frames: list[tuple[int, list[Blob]]], fps: float, scale: float, total_cells: int,
-           src_size: tuple[int, int]) -> ChangeEvent:
+           src_size: tuple[int, int], reverts: bool = False) -> ChangeEvent:
     blobs = [b for _, bs in frames for b in bs]
     x0, y0 = min(b.x0 for b in blobs), min(b.y0 for b in blobs)
     x1, y1 = max(b.x1 for b in blobs), max(b.y1 for b in blobs)
@@ -141,7 +145,7 @@ def _event(frames: list[tuple[int, list[Blob]]], fps: float, scale: float, total
     cells = {c for b in blobs for c in b.cells}
     return ChangeEvent(start_s=round(frames[0][0] / fps, 3), end_s=round(frames[-1][0] / fps, 3),
                        box=Box(sx0, sy0, max(1, sx1 - sx0), max(1, sy1 - sy0)),
-                       area=round(len(cells) / total_cells, 4))
+                       area=round(len(cells) / total_cells, 4), reverts=reverts)
 
 
 def net_change_box(before: np.ndarray, after: np.ndarray, within: Box, min_pixels: int = 12) -> Box | None:

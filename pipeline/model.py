@@ -45,6 +45,9 @@ class ChangeEvent:
     end_s: float  # time of the last frame that still changed
     box: Box  # union of the changed regions, source pixels
     area: float  # changed share of the screen, 0..1
+    # puts the screen back as it was before an earlier change (a toast fading, a dialog
+    # closed, a tab switched back): a step's change only if its narration has no other
+    reverts: bool = False
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 People say what they are about to do and do it while (or just after) saying it,
 so a screen change belongs to the narration block that began most recently
 before it; a block that caused no change is a spoken-only step (a note or a
-warning); a change with no narration before it is a step of its own. A step's
+warning); a change with no narration before it is a step of its own. A change
+that only puts the screen back as it was (keyframes.py) counts only for a block
+that has no other change. A step's
 screenshot is taken once its last change has settled, a little later when the
 screen stays still, but always before the next step's change begins.
 """
@@ -25,10 +27,19 @@ def plan_steps(blocks: Sequence[NarrationBlock], events: Sequence[ChangeEvent], 
                fps: float) -> list[StepPlan]:
     groups: list[tuple[NarrationBlock | None, list[ChangeEvent]]] = [(b, []) for b in blocks]
     for event in events:
+        if event.reverts:
+            continue
         target = _owner(groups, event)
         if target is None:
             groups.append((None, [event]))
         else:
+            target[1].append(event)
+    # A change back to an earlier screen is the change of a narrated step that has no
+    # other ("close the dialog", "switch back to the first tab"); otherwise it is the
+    # tail of a step (a toast going away) and no step of its own.
+    for event in events:
+        target = _owner(groups, event) if event.reverts else None
+        if target is not None and target[0] is not None and all(e.reverts for e in target[1]):
             target[1].append(event)
     groups.sort(key=lambda g: _group_start(g))
     plans = []

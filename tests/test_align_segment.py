@@ -92,3 +92,27 @@ def test_a_change_right_at_the_voice_onset_belongs_to_the_new_block():
     blocks = group_sentences([sent(1.3, 2.9), sent(5.45, 6.8)], SilenceMap(audio))
     plans = plan_steps(blocks, [event(2.0, 2.2), event(5.05, 5.3)], 9.0, 10)
     assert [p.change_s for p in plans] == [2.0, 5.05]
+
+
+def undo(start, end):
+    """A change that puts the screen back as it was (a toast going away, a dialog closed)."""
+    return ChangeEvent(start, end, Box(10, 10, 100, 40), 0.05, reverts=True)
+
+
+def test_going_back_to_an_earlier_screen_is_the_change_of_a_narrated_step_that_has_no_other():
+    # "Open the settings dialog." ... "Close the dialog."
+    plans = plan_steps(blocks_of((1, 3), (6, 8)), [event(2.0, 2.4), undo(7.0, 7.3)], 10.0, 10)
+    assert [p.change_s for p in plans] == [2.0, 7.0]
+    assert plans[1].shot_time_s is not None
+
+
+def test_going_back_during_a_step_with_its_own_change_is_its_tail_not_its_change():
+    # the toast of step 1 fades while step 2 is being done
+    plans = plan_steps(blocks_of((1, 3), (6, 9)), [event(2.0, 2.4), undo(6.5, 6.8), event(7.5, 7.9)], 12.0, 10)
+    assert [p.change_s for p in plans] == [2.0, 7.5]
+    assert [len(p.events) for p in plans] == [1, 1]
+
+
+def test_going_back_with_no_narration_is_no_step():
+    plans = plan_steps(blocks_of((1, 3)), [event(2.0, 2.4), undo(20.0, 20.3)], 25.0, 10)
+    assert [p.change_s for p in plans] == [2.0]

@@ -70,12 +70,13 @@ def toast_timeline(fade_frames):
     return frames
 
 
-def test_a_toast_going_away_is_not_a_new_change():
-    assert [e.start_s for e in events(toast_timeline(fade_frames=3))] == [1.0, 7.0]
+def test_a_toast_going_away_is_marked_as_putting_the_screen_back():
+    found = events(toast_timeline(fade_frames=3))
+    assert [(e.start_s, e.reverts) for e in found] == [(1.0, False), (4.5, True), (7.0, False)]
 
 
 def test_a_slow_fade_below_the_noise_level_still_counts_as_going_away():
-    assert [e.start_s for e in events(toast_timeline(fade_frames=12))] == [1.0, 7.0]
+    assert [e.start_s for e in events(toast_timeline(fade_frames=12)) if not e.reverts] == [1.0, 7.0]
 
 
 def test_changing_a_region_to_something_new_is_a_change():
