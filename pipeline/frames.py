@@ -45,7 +45,9 @@ _STORABLE = {"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuvj444p", "nv12", "r
 # so the analysis thresholds mean the same gray levels as before.
 _TV_TO_PC = r"c0=clip((val-16)*255/219+0.5\,0\,255)"
 _RANGE_PC = 2  # AVCOL_RANGE_JPEG
-KEEP_BUDGET_BYTES = 256 * 1024 * 1024  # compressed kept frames; past it, screenshots take a second pass
+# Compressed kept frames (on disk) at most; past it (a video playing on the screen changes
+# every frame), the screenshots not kept are fetched by a second pass.
+KEEP_BUDGET_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,6 @@ class VideoPass:
         self._spill = tempfile.TemporaryFile(prefix="sopline-frames-")
         self._spill_lock = threading.Lock()
         self.keep_budget = keep_budget
-        self.over_budget = False
         self._full: dict[int, object] = {}  # index -> full-resolution av.VideoFrame (current, previous)
 
     # ------------------------------------------------------------ keeping
@@ -110,7 +111,6 @@ class VideoPass:
         if frame is None:
             raise ValueError(f"frame {index} is no longer at hand")
         if self.kept_bytes >= self.keep_budget:
-            self.over_budget = True
             return False
         packed = _pack(frame)
         offset = self._spill.seek(0, os.SEEK_END)
