@@ -188,14 +188,16 @@ def _summary(steps: Sequence[Step]) -> str:
 class Builder:
     """Runs the stages for recordings, sharing one speech process (model loaded once)."""
 
-    def __init__(self, settings: BuildSettings, progress: Progress | None = None):
+    def __init__(self, settings: BuildSettings, progress: Progress | None = None, *,
+                 speech_in_process: bool = False):
         self.settings = settings
         self.progress = progress or (lambda *a, **k: None)
+        self.speech_in_process = speech_in_process  # a --jobs worker: it is the separate process
 
     @property
     def speech(self) -> speech.SpeechWorker:
         threads = self.settings.cpu_threads or decode.available_cpus()
-        return speech.worker_for(self.settings.model, threads, self.settings.glossary)
+        return speech.worker_for(self.settings.model, threads, self.settings.glossary, self.speech_in_process)
 
     def build_sop(self, rec: Recording, sha256: str) -> tuple[Sop, dict[str, bytes], tuple[str, ...]]:
         """All stages for one recording; returns the SOP, its screenshots and warnings."""
@@ -507,8 +509,7 @@ _worker_builder: Builder | None = None
 
 def _init_worker(settings: BuildSettings) -> None:
     global _worker_builder
-    speech.IN_PROCESS = True  # this worker is the separate process: speech runs in a thread
-    _worker_builder = Builder(settings)
+    _worker_builder = Builder(settings, speech_in_process=True)  # speech in a thread of this worker
 
 
 def _build_in_worker(rec: Recording, out: Path, fp: Fingerprint) -> BuildResult:

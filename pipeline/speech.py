@@ -82,7 +82,6 @@ class LocalSpeech(SpeechWorker):
         return _listen(path, has_audio, duration_s)
 
 
-IN_PROCESS = False  # set in --jobs worker processes
 # The features of a whole piece of narration (tens of MB) are mapped and unmapped; the
 # per-window buffers of the decoder stay in the heap.
 SPEECH_LARGE_BUFFER_BYTES = 8 << 20
@@ -92,13 +91,15 @@ _workers: dict[tuple, SpeechWorker] = {}
 _workers_lock = threading.Lock()
 
 
-def worker_for(model: str | None, cpu_threads: int, glossary: Sequence[str]) -> SpeechWorker:
-    """The shared worker for these settings, started on first use."""
-    key = (model, cpu_threads, tuple(glossary))
+def worker_for(model: str | None, cpu_threads: int, glossary: Sequence[str],
+               in_process: bool = False) -> SpeechWorker:
+    """The shared worker for these settings, started on first use; ``in_process`` for a
+    caller that is itself a worker process (`--jobs`): speech then runs in a thread."""
+    key = (model, cpu_threads, tuple(glossary), in_process)
     with _workers_lock:
         worker = _workers.get(key)
         if worker is None or getattr(worker._pool, "_broken", False):  # noqa: SLF001 - a dead child is replaced
-            kind = LocalSpeech if IN_PROCESS else SpeechWorker
+            kind = LocalSpeech if in_process else SpeechWorker
             worker = _workers[key] = kind(model, cpu_threads, glossary)
         return worker
 
