@@ -71,7 +71,8 @@ def audit_command(sops, recordings, max_age, fail_on, markdown_file, json_file, 
 @click.option("--by", required=True, help="Who reviewed the SOP (a name or team).")
 @click.option("--date", "day", type=_DAY, default=None, help="Day of the review, YYYY-MM-DD (default: today, UTC).")
 @click.option("--recordings", type=click.Path(path_type=Path), default=None,
-              help="The folder the SOPs were built from (default: the current folder).")
+              help="The folder the SOPs were built from (default: found from the current folder "
+                   "and the folders above the SOP tree, as `sopline edit` does).")
 def review_command(sop, by, day, recordings) -> None:
     """Record that SOP was reviewed, in its recording's sidecar (last_reviewed).
 

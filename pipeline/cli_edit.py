@@ -24,11 +24,12 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from . import edits as edits_mod
 from .build import INDEX_NAME, VIDEO_SUFFIXES, step_id_base
-from .fsutil import atomic_write_bytes, sha256_file
+from .fsutil import atomic_write_bytes
+from .locate import LocateError as RecordingNotFound
+from .locate import recording_of
 from .render import safe_url
 from .sopread import SopReadError, read_sop
 
-_SEARCH_LEVELS = 4  # how far above the output folder to look for the recordings
 _HEADER = ("Human edits to the SOP generated from {name}, keyed by step id (`sopline steps` lists them).\n"
            "Applied on every `sopline build`; the build never changes this file.")
 
@@ -68,11 +69,12 @@ def locate(target: Path, recordings: Path | None = None, sop: Path | None = None
         raise click.UsageError(f"{target}: not an SOP folder, sop.json, recording or {edits_mod.SUFFIX} file")
     sop_path = target / "sop.json" if target.is_dir() else target
     doc = _read(sop_path)
-    source = doc["source"]["path"]
-    parts = PurePosixPath(source).parts
-    sop_dir = sop_path.parent
-    out = sop_dir.parents[len(parts) - 1] if len(sop_dir.parents) >= len(parts) else None
-    recording, root = _find_recording(source, doc["source"]["sha256"], out, recordings)
+    try:
+        recording, root = recording_of(sop_path, doc, recordings)
+    except RecordingNotFound as exc:
+        raise LocateError(str(exc)) from None
+    parts = PurePosixPath(doc["source"]["path"]).parts
+    out = sop_path.parent.parents[len(parts) - 1] if len(sop_path.parent.parents) >= len(parts) else None
     return Located(edits_mod.edits_path_for(recording), recording, root, sop_path, doc, out)
 
 
@@ -95,54 +97,6 @@ def _sibling_recording(overlay: Path) -> Optional[Path]:
     found = [p for p in sorted(overlay.parent.glob(f"{stem}.*")) if p.suffix.lower() in VIDEO_SUFFIXES
              and p.stem == stem]
     return found[0] if found else None
-
-
-def _find_recording(source: str, sha: str, out: Path | None, recordings: Path | None) -> tuple[Path, Path]:
-    """The recording ``source`` (relative to its build root) on disk, and that root.
-    Without ``recordings``, the current folder and the folders above the output tree
-    (and their subfolders) are tried; the recording's sha256 breaks ties."""
-    if recordings is not None:
-        path = recordings / source
-        if not path.is_file():
-            raise LocateError(f"{path}: recording not found (sop.json names {source!r})")
-        return path, recordings
-    levels = [Path.cwd()]
-    if out is not None:
-        up = out.resolve().parent
-        for _ in range(_SEARCH_LEVELS):
-            levels.append(up)
-            if up.parent == up:
-                break
-            up = up.parent
-    seen: set[Path] = set()
-    for level in levels:
-        roots = [level] + sorted(p for p in _subdirs(level) if out is None or p.resolve() != out.resolve())
-        found = []
-        for root in roots:
-            real = root.resolve()
-            if real in seen:
-                continue
-            seen.add(real)
-            if (root / source).is_file():
-                found.append(root)
-        if len(found) > 1:
-            same = [r for r in found if sha256_file(r / source) == sha]
-            if len(same) == 1:
-                found = same
-            else:
-                raise LocateError(f"recording {source!r} found under several folders "
-                                  f"({', '.join(str(r) for r in found[:4])}); pass --recordings DIR")
-        if found:
-            return found[0] / source, found[0]
-    raise LocateError(f"recording {source!r} not found near the SOP; pass --recordings DIR "
-                      "(the folder given to `sopline build`)")
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
-        return []
 
 
 # --------------------------------------------------------------- step index

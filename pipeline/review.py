@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from .build import INDEX_NAME, VIDEO_SUFFIXES
+from .build import VIDEO_SUFFIXES
 from .fsutil import atomic_write_bytes
+from .locate import LocateError, recording_of
 from .schemas import validate
 from .sidecar import SUFFIXES, SidecarError, load_sidecar, sidecar_path_for
 from .sopread import SopReadError, read_sop
 
 KEY = "last_reviewed"
-_INDEX_SEARCH_DEPTH = 32  # folders to climb from an SOP folder looking for index.json
 # Indentations tried, most common first, to re-emit a sidecar the way it was written.
 _INDENTS = ((2, 2, 0), (2, 4, 2), (4, 4, 0), (4, 6, 2), (4, 4, 2), (2, 4, 0))
 
@@ -58,7 +57,7 @@ def review(target: Path, by: str, on: date, recordings: Path | None = None) -> R
     errors = validate("sidecar", {KEY: {"date": on.isoformat(), "by": by}})
     if errors:
         raise ReviewTargetError(f"--by {by!r}: {errors[0].split(': ', 1)[-1]}")
-    path = sidecar_for(Path(target), Path(recordings) if recordings is not None else Path("."))
+    path = sidecar_for(Path(target), Path(recordings) if recordings is not None else None)
     created = not path.exists()
     text = "" if created else _check_and_read(path)
     new_text = set_last_reviewed(text, on.isoformat(), by, where=str(path))
@@ -67,7 +66,7 @@ def review(target: Path, by: str, on: date, recordings: Path | None = None) -> R
     return Review(path, created, on.isoformat(), by)
 
 
-def sidecar_for(target: Path, recordings: Path) -> Path:
+def sidecar_for(target: Path, recordings: Path | None = None) -> Path:
     """The sidecar path for an SOP folder / sop.json, a recording or a sidecar."""
     name = target.name.lower()
     if name.endswith(SUFFIXES):
@@ -81,14 +80,10 @@ def sidecar_for(target: Path, recordings: Path) -> Path:
     sop_json = target / "sop.json" if target.is_dir() else target
     if sop_json.name != "sop.json" or not sop_json.is_file():
         raise ReviewTargetError(f"{target}: not an SOP folder, sop.json, recording or sidecar")
-    source = _source_from_index(sop_json) or _source_from_sop(sop_json)
-    p = PurePosixPath(source)
-    if p.is_absolute() or ".." in p.parts or not source:
-        raise ReviewError(f"{sop_json}: source {source!r} is not a relative path")
-    recording = recordings / Path(*p.parts)
-    if not recording.is_file():
-        raise ReviewTargetError(f"{sop_json}: its recording {source} is not under {recordings} "
-                                "(pass --recordings, the folder the SOPs were built from)")
+    try:
+        recording, _ = recording_of(sop_json, _read_sop(sop_json), recordings)
+    except LocateError as exc:
+        raise ReviewTargetError(str(exc)) from None
     return _sidecar_of(recording)
 
 
@@ -99,30 +94,9 @@ def _sidecar_of(recording: Path) -> Path:
         raise ReviewError(str(exc)) from None
 
 
-def _source_from_index(sop_json: Path) -> str | None:
-    """The entry's source in the nearest index.json above the SOP folder."""
-    folder = sop_json.resolve().parent
-    for depth, root in enumerate(folder.parents):
-        if depth >= _INDEX_SEARCH_DEPTH:
-            break
-        index = root / INDEX_NAME
-        if not index.is_file():
-            continue
-        try:
-            doc = json.loads(index.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            return None
-        key = f"{folder.relative_to(root).as_posix()}/sop.json"
-        for entry in doc.get("sops", []) if isinstance(doc, dict) else []:
-            if isinstance(entry, dict) and entry.get("sop") == key and isinstance(entry.get("source"), str):
-                return entry["source"]
-        return None
-    return None
-
-
-def _source_from_sop(sop_json: Path) -> str:
+def _read_sop(sop_json: Path) -> dict:
     try:
-        return read_sop(sop_json)["source"]["path"]
+        return read_sop(sop_json)
     except SopReadError as exc:
         raise ReviewError(str(exc)) from None
 

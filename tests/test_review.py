@@ -105,6 +105,16 @@ def test_sop_folder_finds_its_recording_through_index_json(lib):
     assert load_sidecar(lib / "ui" / "release.sop.yaml").fields["last_reviewed"]["by"] == "dan"
 
 
+def test_sop_folder_finds_its_recording_above_the_sop_tree_from_anywhere(lib, tmp_path):
+    """Without --recordings the recording is looked for around the output tree, as
+    `sopline edit` does (one shared locator), not only in the current folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = review(str(lib / "sops" / "ui" / "release"), "--by", "fay", "--date", "2026-02-20", cwd=elsewhere)
+    assert result.exit_code == 0, result.output
+    assert load_sidecar(lib / "ui" / "release.sop.yaml").fields["last_reviewed"]["by"] == "fay"
+
+
 def test_sop_json_without_index_uses_its_source_path(lib):
     (lib / "sops" / "index.json").unlink()
     result = review("sops/ui/release/sop.json", "--by", "erin", "--date", "2026-02-20", cwd=lib)
