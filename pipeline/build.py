@@ -287,7 +287,8 @@ class Builder:
         # PNG encoding (zlib, without the GIL) runs on every core beside the next frame's
         # decompression: it happens after transcription, on the build's critical path.
         encoding: list[concurrent.futures.Future] = []
-        with concurrent.futures.ThreadPoolExecutor(decode.available_cpus()) as pool:
+        cores = decode.available_cpus()
+        with concurrent.futures.ThreadPoolExecutor(cores) as pool:
             for n, frame in _screenshot_frames(video, rec.path, info, geometry, set(shots_at) | set(befores_at),
                                                content_changes):
                 for i in befores_at.get(n, ()):
@@ -295,8 +296,10 @@ class Builder:
                 for i in shots_at.get(n, ()):
                     encoding.append(pool.submit(_screenshot, i, n / geometry.fps, frame, befores.pop(i, None),
                                                 plans[i].highlight))
-                while len([f for f in encoding if not f.done()]) > decode.available_cpus():
-                    concurrent.futures.wait(encoding, return_when=concurrent.futures.FIRST_COMPLETED)
+                running = [f for f in encoding if not f.done()]
+                while len(running) > cores:  # bound the frames held by queued encodes
+                    running = list(concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED).not_done)
             for future in encoding:
                 i, png, shot = future.result()
                 pngs[shot.path] = png
@@ -396,10 +399,13 @@ def _screenshot_frames(video: frames.VideoPass, path: Path, info, geometry, want
     missing = [n for n in wanted_sorted if n not in stand_in]
     exact = frames.iter_rgb_frames(path, info, geometry, missing)
     pending = next(exact, None)
+    unpacked: tuple[int, object] | None = None  # a kept frame often stands for two wanted ones
     try:
         for n in wanted_sorted:
             if n in stand_in:
-                yield n, video.rgb(stand_in[n])
+                if unpacked is None or unpacked[0] != stand_in[n]:
+                    unpacked = (stand_in[n], video.rgb(stand_in[n]))
+                yield n, unpacked[1]
                 continue
             while pending is not None and pending[0] < n:
                 pending = next(exact, None)

@@ -70,12 +70,10 @@ def locate(target: Path, recordings: Path | None = None, sop: Path | None = None
     sop_path = target / "sop.json" if target.is_dir() else target
     doc = _read(sop_path)
     try:
-        recording, root = recording_of(sop_path, doc, recordings)
+        found = recording_of(sop_path, doc, recordings)
     except RecordingNotFound as exc:
         raise LocateError(str(exc)) from None
-    parts = PurePosixPath(doc["source"]["path"]).parts
-    out = sop_path.parent.parents[len(parts) - 1] if len(sop_path.parent.parents) >= len(parts) else None
-    return Located(edits_mod.edits_path_for(recording), recording, root, sop_path, doc, out)
+    return Located(edits_mod.edits_path_for(found.recording), found.recording, found.root, sop_path, doc, found.out)
 
 
 def _read(path: Path) -> dict:

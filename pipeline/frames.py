@@ -20,10 +20,7 @@ command-line tool. The same input whitelist as every other read applies.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import tempfile
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -52,16 +49,15 @@ KEEP_BUDGET_BYTES = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class _Packed:
-    """One kept frame: its compressed pixels (here, or at ``offset`` in the spill file),
-    and what turns them back into RGB."""
+    """One kept frame: where its compressed pixels are in the spill file, and what turns
+    them back into RGB."""
 
-    data: bytes
+    offset: int
+    size: int
     shape: tuple[int, ...]
     format: str
     colorspace: int
     color_range: int
-    offset: int = -1
-    size: int = 0
 
 
 def _transposes(rotation: int) -> list[tuple[str, str]]:
@@ -94,10 +90,9 @@ class VideoPass:
         self.count = 0
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
-        # Kept frames go to an unlinked temporary file, not memory: their number grows with
-        # the recording (about one per step), the process's memory must not.
-        self._spill = tempfile.TemporaryFile(prefix="sopline-frames-")
-        self._spill_lock = threading.Lock()
+        # Kept frames go to an unlinked temporary file (made on the first), not memory: their
+        # number grows with the recording (about one per step), the process's memory must not.
+        self._spill = None
         self.keep_budget = keep_budget
         self._full: dict[int, object] = {}  # index -> full-resolution av.VideoFrame (current, previous)
 
@@ -112,24 +107,25 @@ class VideoPass:
             raise ValueError(f"frame {index} is no longer at hand")
         if self.kept_bytes >= self.keep_budget:
             return False
-        packed = _pack(frame)
-        offset = self._spill.seek(0, os.SEEK_END)
-        self._spill.write(packed.data)
-        self.kept[index] = dataclasses.replace(packed, data=b"", offset=offset, size=len(packed.data))
-        self.kept_bytes += len(packed.data)
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="sopline-frames-")
+        packed, data = _pack(frame, offset=self.kept_bytes)  # appended: the file ends there
+        self._spill.seek(packed.offset)
+        self._spill.write(data)
+        self.kept[index] = packed
+        self.kept_bytes += len(data)
         return True
 
     def rgb(self, index: int) -> np.ndarray:
         """A kept frame as (height, width, 3) uint8 RGB."""
         packed = self.kept[index]
-        with self._spill_lock:
-            self._spill.seek(packed.offset)
-            data = self._spill.read(packed.size)
-        return _unpack(dataclasses.replace(packed, data=data))
+        self._spill.seek(packed.offset)
+        return _unpack(packed, self._spill.read(packed.size))
 
     def close(self) -> None:
         """Drop the kept frames (the spill file goes with them)."""
-        self._spill.close()
+        if self._spill is not None:
+            self._spill.close()
         self.kept.clear()
 
     # ------------------------------------------------------------ decoding
@@ -259,18 +255,19 @@ def _reason(exc: Exception) -> str:
     return " ".join(str(text).split())[:200]
 
 
-def _pack(frame) -> _Packed:
+def _pack(frame, offset: int) -> tuple[_Packed, bytes]:
     if frame.format.name not in _STORABLE or frame.width % 2 or frame.height % 2:
         frame = frame.reformat(format="rgb24")  # PyAV has no array form of odd-sized subsampled frames
     arr = np.ascontiguousarray(frame.to_ndarray())  # rows of odd-sized frames come padded
-    return _Packed(zlib.compress(arr, 1), arr.shape, frame.format.name, int(frame.colorspace),
-                   int(frame.color_range))
+    data = zlib.compress(arr, 1)
+    return _Packed(offset, len(data), arr.shape, frame.format.name, int(frame.colorspace),
+                   int(frame.color_range)), data
 
 
-def _unpack(packed: _Packed) -> np.ndarray:
+def _unpack(packed: _Packed, data: bytes) -> np.ndarray:
     import av
 
-    arr = np.frombuffer(zlib.decompress(packed.data), np.uint8).reshape(packed.shape)
+    arr = np.frombuffer(zlib.decompress(data), np.uint8).reshape(packed.shape)
     if packed.format == "rgb24":
         return arr
     frame = av.VideoFrame.from_ndarray(arr, format=packed.format)

@@ -10,7 +10,9 @@ breaking ties between look-alikes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Optional
 
 from .build import INDEX_NAME
 from .fsutil import sha256_file
@@ -23,15 +25,23 @@ class LocateError(ValueError):
     """The recording cannot be found; the message is one line saying where it looked."""
 
 
-def recording_of(sop_json: Path, doc: dict, recordings: Path | None = None) -> tuple[Path, Path]:
-    """The recording the SOP at ``sop_json`` (document ``doc``) was built from, and its build root."""
+@dataclass(frozen=True)
+class Found:
+    recording: Path
+    root: Path  # the build root it lies under
+    out: Optional[Path]  # the output tree holding the SOP (and its index.json), when known
+
+
+def recording_of(sop_json: Path, doc: dict, recordings: Path | None = None) -> Found:
+    """The recording the SOP at ``sop_json`` (document ``doc``) was built from."""
     source = _source_from_index(sop_json) or doc["source"]["path"]
     parts = PurePosixPath(source).parts
     if not source or PurePosixPath(source).is_absolute() or ".." in parts:
         raise LocateError(f"{sop_json}: source {source!r} is not a relative path")
-    sop_dir = sop_json.parent
+    sop_dir = sop_json.parent  # OUT/<source without suffix>
     out = sop_dir.parents[len(parts) - 1] if len(sop_dir.parents) >= len(parts) else None
-    return _find_recording(source, doc["source"]["sha256"], out, recordings)
+    recording, root = _find_recording(source, doc["source"]["sha256"], out, recordings)
+    return Found(recording, root, out)
 
 
 def _source_from_index(sop_json: Path) -> str | None:

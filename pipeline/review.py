@@ -81,7 +81,7 @@ def sidecar_for(target: Path, recordings: Path | None = None) -> Path:
     if sop_json.name != "sop.json" or not sop_json.is_file():
         raise ReviewTargetError(f"{target}: not an SOP folder, sop.json, recording or sidecar")
     try:
-        recording, _ = recording_of(sop_json, _read_sop(sop_json), recordings)
+        recording = recording_of(sop_json, _read_sop(sop_json), recordings).recording
     except LocateError as exc:
         raise ReviewTargetError(str(exc)) from None
     return _sidecar_of(recording)

@@ -5,9 +5,9 @@ so a screen change belongs to the narration block that began most recently
 before it; a block that caused no change is a spoken-only step (a note or a
 warning); a change with no narration before it is a step of its own. A change
 that only puts the screen back as it was (keyframes.py) counts only for a block
-that has no other change. A step's
-screenshot is taken once its last change has settled, a little later when the
-screen stays still, but always before the next step's change begins.
+that has no other change. A step's screenshot is taken once its last change has
+settled, a little later when the screen stays still, but always before the next
+step's change begins.
 """
 from __future__ import annotations
 

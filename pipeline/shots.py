@@ -43,8 +43,8 @@ class KeepPolicy:
             self._seconds = self.counter.seconds
             limit = max(ONLINE_AMBIENT_MIN_SECONDS, ONLINE_AMBIENT_SHARE * self._seconds)
             self._ambient = (self.counter.counts > limit).ravel()
-        shown = any(is_content(b, self._ambient, self.scale) for b in change.blobs)
-        if not shown and not any(not self._ambient[cell] for cell, _ in change.drift):
+        shown = _shows_content(change, self._ambient, self.scale)
+        if not shown and not _fades(change, self._ambient):
             return False
         # a still stretch ends here; or a fade ran into a change that may start an event,
         # whose frame before is the step's "before" picture
@@ -56,9 +56,17 @@ class KeepPolicy:
         return still
 
 
+def _shows_content(change: FrameDiff, ambient_flat: np.ndarray, scale: float) -> bool:
+    return any(is_content(b, ambient_flat, scale) for b in change.blobs)
+
+
+def _fades(change: FrameDiff, ambient_flat: np.ndarray) -> bool:
+    """A cell outside the ambient ones drifted (a fade too faint for any pixel to cross the noise)."""
+    return any(not ambient_flat[cell] for cell, _ in change.drift)
+
+
 def _changes_content(change: FrameDiff, ambient_flat: np.ndarray, scale: float) -> bool:
-    return (any(is_content(b, ambient_flat, scale) for b in change.blobs)
-            or any(not ambient_flat[cell] for cell, _ in change.drift))
+    return _shows_content(change, ambient_flat, scale) or _fades(change, ambient_flat)
 
 
 def content_changes(diffs: Iterable[FrameDiff], counter: AmbientCounter, scale: float) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .decode import AUDIO_RATE
 from .model import Sentence, Transcript, Word
 
 SENTENCE_END = re.compile(r"[.!?]['\")\]]*$")
@@ -29,7 +30,6 @@ SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without p
 CHUNK_S = 180.0
 _CUT_SEARCH_S = 20.0
 _CUT_WINDOW_S = 0.5
-_RATE = 16000
 
 
 class TranscribeError(Exception):
@@ -77,7 +77,7 @@ class Transcriber:
         if audio.size < 1600:  # under 0.1 s: nothing to hear
             return Transcript((), "en", self.spec.label)
         words = join_fragments(raw for start, end in chunk_bounds(audio, self.chunk_s)
-                               for raw in self._raw_words(audio[start:end], start / _RATE))
+                               for raw in self._raw_words(audio[start:end], start / AUDIO_RATE))
         words = apply_glossary(words, self.glossary)
         return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
 
@@ -102,8 +102,8 @@ def chunk_bounds(audio: np.ndarray, chunk_s: float = CHUNK_S) -> list[tuple[int,
     """Sample ranges covering the audio, each about ``chunk_s`` long, cut at the quietest
     half second within ``_CUT_SEARCH_S`` of each nominal boundary (between sentences,
     almost always), so no word is split."""
-    n, target = audio.size, int(chunk_s * _RATE)
-    search, window, hop = min(int(_CUT_SEARCH_S * _RATE), target // 3), int(_CUT_WINDOW_S / 0.01), _RATE // 100
+    n, target = audio.size, int(chunk_s * AUDIO_RATE)
+    search, window, hop = min(int(_CUT_SEARCH_S * AUDIO_RATE), target // 3), int(_CUT_WINDOW_S / 0.01), AUDIO_RATE // 100
     bounds, start = [], 0
     while n - start > target * 3 // 2:
         lo, hi = start + target - search, start + target + search
