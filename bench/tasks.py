@@ -3,9 +3,10 @@
 
     tasks.py speech REC          speech floor: sopline's own Transcriber (faster-whisper with
                                  exactly sopline's model and decoding settings) on the audio
-    tasks.py analysis REC        sopline's video pass alone (decode.stream_gray_frames -> diff
-                                 -> keyframes), in-process, with its CPU split between Python
-                                 (diff + keyframes + reading the pipe) and ffmpeg
+    tasks.py analysis REC        sopline's video pass alone (decode -> diff -> keyframes, keeping
+                                 screenshot frames), in-process; before it, the same decoder
+                                 and filters with no analysis, so what the analysis adds to
+                                 decoding is the difference of the two
     tasks.py scenedetect NAME REC SOP_JSON
                                  PySceneDetect's detector NAME (content, adaptive, hash) with
                                  its defaults; the scenes are written as a minimal sop.json
@@ -55,15 +56,29 @@ def speech(rec: Path) -> dict:
             "sentences": len(transcript.sentences)}
 
 
+def _decoding_only(rec: Path) -> tuple[float, float]:
+    """Wall and process CPU of the video pass's decoder and filters (fps, rotation) with no
+    analysis and nothing kept: what any frame analysis in this process starts from."""
+    from pipeline import decode, frames
+
+    geometry = decode.analysis_geometry(decode.probe(rec))
+    t0, c0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
+    for _ in frames.VideoPass(rec, geometry, analysis=False)._frames():  # noqa: SLF001
+        pass
+    return time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - c0
+
+
 def analysis(rec: Path) -> dict:
     from visual_digest import video_pass
 
+    decoding_wall, decoding_cpu = _decoding_only(rec)
     t0 = time.perf_counter()
     self0 = _cpu(resource.RUSAGE_SELF)
     split: dict = {}
     diffs, _, _, timeline, frames = video_pass(rec, split)
     wall = time.perf_counter() - t0
     return {"wall_s": round(wall, 3), "python_cpu_s": round(_cpu(resource.RUSAGE_SELF) - self0, 3),
+            "decoding_only_wall_s": round(decoding_wall, 3), "decoding_only_cpu_s": round(decoding_cpu, 3),
             **{k: round(v, 3) for k, v in split.items()},
             "ffmpeg_cpu_s": round(_cpu(resource.RUSAGE_CHILDREN), 3), "frames": frames,
             "diffs": len(diffs), "events": len(timeline.events), "package": _package()}

@@ -60,7 +60,10 @@ def video_pass(path: Path, split: dict | None = None):
     keep_cpu = 0.0
     start = time.thread_time()
     diffs = []
-    for change in diff.diff_frames(timed, geometry.scale, counter, first):
+    # the pass yields luma planes and scales what changed (an earlier copy of the package,
+    # measured with --pythonpath, yields analysis frames: it has no scaler)
+    scaled = {"scaler_of": lambda: video.scaler} if hasattr(video, "scaler") else {}
+    for change in diff.diff_frames(timed, geometry.scale, counter, first, **scaled):
         diffs.append(change)
         t = time.thread_time()
         if keep.wants(change):

@@ -235,7 +235,7 @@ class Builder:
         first = diff.FirstFrame()
         diffs: list[diff.FrameDiff] = []
         try:
-            for change in diff.diff_frames(video, geometry.scale, counter, first):
+            for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler):
                 diffs.append(change)
                 if keep.wants(change):  # the settled screen before this change: a screenshot candidate
                     video.keep(change.index - 1)

@@ -9,16 +9,23 @@ pointer jump (two small look-alike blobs in one frame); the rest of the
 filtering (ambient clocks, grouping into events) needs the whole timeline and
 lives in keyframes.py.
 
+In the build the frames are the decoder's luma planes at source size: the
+comparison with the previous frame runs on them (machine words), and only the
+bands that differ are turned into analysis pixels (luma.py) in a picture kept
+between frames, so an unchanged frame costs one memory compare.
+
 Memory is bounded by the screen size: only blobs of changed frames are kept,
 and the ambient statistics are one counter per cell.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage
+
+from .luma import AreaScaler
 
 NOISE_LEVEL = 24  # gray levels; compression noise on static screens stays below
 DRIFT_LEVEL = 3  # a cell's mean gray moving this much is a (slow) change of what it shows
@@ -123,20 +130,39 @@ def cell_means(frame: np.ndarray) -> np.ndarray:
     return _means(_cell_sums(np.ascontiguousarray(frame, np.uint8))).ravel()
 
 
-def _changed_cells(prev: np.ndarray, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The smallest block of whole cells (rows cy0:cy1, columns cx0:cx1) outside which the two
-    frames are identical, or None when they are identical. Compares machine words, not pixels:
-    most frames of a screen recording are identical or differ in a small region."""
+BAND_GAP_PX = 32  # source rows: changes further apart than this are rescaled as separate bands
+
+
+def _changed_cells(prev: np.ndarray, frame: np.ndarray, scaler: AreaScaler
+                   ) -> tuple[tuple[int, int, int, int], list[tuple[slice, slice]]] | None:
+    """Where two source frames differ, or None when they are identical. Returns the smallest
+    block of whole analysis cells (rows cy0:cy1, columns cx0:cx1) outside which they are
+    identical, and the analysis pixels that need recomputing, as bands: a caret at the bottom
+    and a clock at the top make one tall block but two small bands. Compares machine words,
+    not pixels: most frames of a screen recording are identical or differ in a small region."""
     w = frame.shape[1]
-    k = next(k for k in (8, 4, 2, 1) if w % k == 0 and CELL % k == 0)
-    word = np.dtype(f"u{k}")
-    differs = prev.view(word) != frame.view(word)
+    for k in (8, 4, 2, 1):
+        if w % k == 0:
+            try:
+                word = np.dtype(f"u{k}")
+                differs = prev.view(word) != frame.view(word)
+                break
+            except ValueError:  # rows not aligned to the word (a padded plane): try a smaller one
+                continue
     if not differs.any():
         return None
     rows = np.flatnonzero(differs.any(axis=1))
-    cols = np.flatnonzero(differs[rows[0]:rows[-1] + 1].any(axis=0))
-    return (int(rows[0]) // CELL, int(rows[-1]) // CELL + 1,
-            int(cols[0]) * k // CELL, int(cols[-1]) * k // CELL + 1)
+    breaks = np.flatnonzero(np.diff(rows) > BAND_GAP_PX).tolist()
+    bands = []
+    for lo, hi in zip([0] + [b + 1 for b in breaks], breaks + [rows.size - 1]):
+        r0, r1 = int(rows[lo]), int(rows[hi])
+        cols = np.flatnonzero(differs[r0:r1 + 1].any(axis=0))
+        bands.append((scaler.analysis_span(0, r0, r1),
+                      scaler.analysis_span(1, int(cols[0]) * k, int(cols[-1]) * k + k - 1)))
+    ay0, ay1 = min(b[0][0] for b in bands), max(b[0][1] for b in bands)
+    ax0, ax1 = min(b[1][0] for b in bands), max(b[1][1] for b in bands)
+    block = ay0 // CELL, -(-ay1 // CELL), ax0 // CELL, -(-ax1 // CELL)
+    return block, [(slice(*ys), slice(*xs)) for ys, xs in bands]
 
 
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -200,37 +226,55 @@ class FirstFrame:
 
 
 def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCounter | None = None,
-                first: FirstFrame | None = None) -> Iterator[FrameDiff]:
+                first: FirstFrame | None = None,
+                scaler_of: Callable[[], AreaScaler] | None = None) -> Iterator[FrameDiff]:
     """Yield a FrameDiff for every frame that differs from its predecessor.
 
     Frames are uint8 and must not be modified once yielded (the previous one is kept, not
-    copied). Only the block of cells where the frame differs from the previous one is
-    examined: outside it nothing changed, so neither did the cells' means.
+    copied). Without ``scaler_of`` they are the analysis frames; with it, they are source
+    luma planes (views of the decoder's frames) and the scaler it returns (asked once the
+    first frame is at hand: a decoder knows the source's size and range only then) makes the
+    analysis pixels of the block where a frame differs from the previous one. Only that block is examined:
+    outside it nothing changed, so neither did the cells' means.
     """
-    prev = None
+    prev = picture = None  # the previous source frame; the current analysis frame
     means = recorded = None  # cell means of the current frame / as last reported (2-D views)
     for index, frame in enumerate(frames):
-        frame = np.ascontiguousarray(frame, np.uint8)
         if prev is None:
+            if scaler_of is None:
+                frame = np.ascontiguousarray(frame, np.uint8)
+                scaler = AreaScaler(frame.shape, frame.shape)
+            else:
+                scaler = scaler_of()
             prev = frame
-            grid_h, grid_w = cells_shape(frame.shape[1], frame.shape[0])
-            means = cell_means(frame).reshape(grid_h, grid_w)
+            picture = frame if scaler.identity else scaler.full(frame)
+            grid_h, grid_w = cells_shape(picture.shape[1], picture.shape[0])
+            means = cell_means(picture).reshape(grid_h, grid_w)
             recorded = means.copy()
             if first is not None:
                 first.means = recorded.ravel().copy()
             if ambient is not None:
                 ambient.add(index, None)
             continue
-        block = _changed_cells(prev, frame)
-        if block is None:
-            prev = frame
+        if scaler.identity:
+            frame = np.ascontiguousarray(frame, np.uint8)
+        found = _changed_cells(prev, frame, scaler)
+        prev = frame
+        if found is None:
             if ambient is not None:
                 ambient.add(index, None)
             continue
+        block, bands = found
         cy0, cy1, cx0, cx1 = block
-        ys, xs = slice(cy0 * CELL, cy1 * CELL), slice(cx0 * CELL, cx1 * CELL)
-        now, before = frame[ys, xs], prev[ys, xs]
-        prev = frame
+        ys, xs = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0])), slice(cx0 * CELL, min(cx1 * CELL, picture.shape[1]))
+        if scaler.identity:
+            now, before = frame[ys, xs], picture[ys, xs]
+            picture = frame
+        else:  # only the bands' analysis pixels can have changed
+            before = picture[ys, xs].copy()
+            for band_ys, band_xs in bands:
+                picture[band_ys, band_xs] = scaler.block(frame, band_ys, band_xs)
+            now = picture[ys, xs]
         changed = (np.maximum(now, before) - np.minimum(now, before)) > NOISE_LEVEL
         means[cy0:cy1, cx0:cx1] = _means(_cell_sums(now))
         if not changed.any():

@@ -11,15 +11,17 @@ installs), so while a frame is at hand the caller can keep it: the build keeps
 the last frame before every content change, which is the settled picture any
 screenshot of that moment shows. Kept frames are stored zlib-compressed in the
 decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB) in an unlinked
-temporary file, so memory stays flat in the recording's length; a screenshot no kept frame can stand for is fetched by an exact second
-pass (:func:`iter_rgb_frames`).
+temporary file, so memory stays flat in the recording's length; a screenshot no
+kept frame can stand for is fetched by an exact second pass (:func:`iter_rgb_frames`).
 
-The filters are ffmpeg's own (fps, transpose for rotated phone recordings,
-extractplanes and an area scale), so frame indexes and pixels are those of the
-command-line tool. The same input whitelist as every other read applies.
+The filters are ffmpeg's own (fps, transpose for rotated phone recordings), so
+frame indexes and pixels are those of the command-line tool. The analysis reads
+the luma plane of each frame in place; pipeline/luma.py makes analysis pixels of
+just the part that changed. The same input whitelist as every other read applies.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import zlib
@@ -30,21 +32,22 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .decode import _INPUT_OPTS, AnalysisGeometry, DecodeError, _url, stage_timeout
+from .luma import TV_TO_PC, AreaScaler
 from .model import MediaInfo
 
-# 8-bit planar YUV: the analysis frame is the luma plane, scaled, with no colour
-# conversion (a third of the work of swscale's YUV->gray on 1080p).
+# 8-bit planar YUV: the analysis reads the luma plane, with no colour conversion.
 _PLANAR_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p", "yuv410p", "yuv411p",
                "yuv440p", "yuvj440p"}
 # Frame layouts PyAV turns into an array and back without loss.
 _STORABLE = {"yuv420p", "yuvj420p", "yuv422p", "yuv444p", "yuvj444p", "nv12", "rgb24", "bgr24", "gray"}
-# Limited-range luma 16..235 stretched to 0..255, as swscale does for gray output,
-# so the analysis thresholds mean the same gray levels as before.
-_TV_TO_PC = r"c0=clip((val-16)*255/219+0.5\,0\,255)"
 _RANGE_PC = 2  # AVCOL_RANGE_JPEG
 # Compressed kept frames (on disk) at most; past it (a video playing on the screen changes
 # every frame), the screenshots not kept are fetched by a second pass.
 KEEP_BUDGET_BYTES = 256 * 1024 * 1024
+# Niceness of the decoder's threads. Transcription runs beside the video pass and is the
+# longer of the two (bench/RESULTS.md); given the cores first, it ends no later than alone,
+# and the decoder, which can use every core, finishes the pass in the time left.
+DECODER_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,13 @@ class VideoPass:
         self._spill = None
         self.keep_budget = keep_budget
         self._full: dict[int, object] = {}  # index -> full-resolution av.VideoFrame (current, previous)
+        self.scaler: AreaScaler | None = None
+
+    def _scaler(self, seen) -> AreaScaler:
+        name = seen.format.name
+        limited = name in _PLANAR_YUV and seen.color_range != _RANGE_PC and not name.startswith("yuvj")
+        return AreaScaler((seen.height, seen.width), (self.geometry.height, self.geometry.width),
+                          TV_TO_PC if limited else None)
 
     # ------------------------------------------------------------ keeping
 
@@ -131,10 +141,14 @@ class VideoPass:
     # ------------------------------------------------------------ decoding
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for index, gray, full in self._frames():
+        """The source luma plane of each frame (a view, valid while the next one is decoded);
+        :attr:`scaler` turns it into analysis pixels, and is set before the first is yielded."""
+        for index, seen, full in self._frames():
             self._full = {index - 1: self._full.get(index - 1), index: full} if index else {index: full}
             self.count = index + 1
-            yield gray
+            if self.scaler is None:
+                self.scaler = self._scaler(seen)
+            yield _luma(seen)
         if self.count and self.count - 1 in self._full:  # the last frame: the screen as the recording ends
             self.keep(self.count - 1)
         self._full = {}
@@ -143,7 +157,7 @@ class VideoPass:
             raise DecodeError(f"the video data stops after {self.count / self.geometry.fps:.1f} s of the "
                               f"{self.geometry.duration_s:.1f} s the file declares (cut short or damaged)")
 
-    def _frames(self) -> Iterator[tuple[int, np.ndarray | None, object]]:
+    def _frames(self) -> Iterator[tuple[int, object, object]]:
         import av
 
         try:
@@ -151,7 +165,7 @@ class VideoPass:
         except av.error.FFmpegError as exc:  # a failure of the libraries, not of ours: this file's problem
             raise DecodeError(f"cannot decode the video: {_reason(exc)}") from None
 
-    def _decoded(self) -> Iterator[tuple[int, np.ndarray | None, object]]:
+    def _decoded(self) -> Iterator[tuple[int, object, object]]:
         import av
 
         deadline = time.monotonic() + self.timeout_s
@@ -180,16 +194,17 @@ class VideoPass:
                 for frame in decoded:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
+                        _lower_decoder_priority()  # its threads exist once it has decoded a frame
                     source.push(frame)
-                    for gray, full in _pull(sinks):
-                        yield index, gray, full
+                    for seen, full in _pull(sinks):
+                        yield index, seen, full
                         index += 1
                         if time.monotonic() > deadline:
                             raise self._late()
             if graph is not None:
                 source.push(None)
-                for gray, full in _pull(sinks):
-                    yield index, gray, full
+                for seen, full in _pull(sinks):
+                    yield index, seen, full
                     index += 1
 
     def _late(self) -> DecodeError:
@@ -208,22 +223,15 @@ class VideoPass:
         _link([source, *chain])
         last = chain[-1]
         sinks = []
-        if self.analysis:
-            split = graph.add("split", "2")
+        if self.analysis and first.format.name not in _PLANAR_YUV:  # RGB-like: a gray copy to analyse
+            split, gray, gray_sink, full_sink = (graph.add("split", "2"), graph.add("format", "gray"),
+                                                 graph.add("buffersink"), graph.add("buffersink"))
             last.link_to(split)
-            w, h = self.geometry.width, self.geometry.height
-            if first.format.name in _PLANAR_YUV:
-                gray = [graph.add("extractplanes", "y"), graph.add("scale", f"{w}:{h}:flags=area")]
-                if first.color_range != _RANGE_PC and not first.format.name.startswith("yuvj"):
-                    gray.append(graph.add("lut", _TV_TO_PC))
-            else:
-                gray = [graph.add("scale", f"{w}:{h}:flags=area"), graph.add("format", "gray")]
-            gray_sink, full_sink = graph.add("buffersink"), graph.add("buffersink")
-            split.link_to(gray[0], 0, 0)
-            _link([*gray, gray_sink])
+            split.link_to(gray, 0, 0)
+            gray.link_to(gray_sink)
             split.link_to(full_sink, 1, 0)
             sinks = [gray_sink, full_sink]
-        else:
+        else:  # the analysis reads the luma plane of the frame itself
             full_sink = graph.add("buffersink")
             last.link_to(full_sink)
             sinks = [full_sink]
@@ -231,12 +239,31 @@ class VideoPass:
         return graph, source, sinks
 
 
+def _lower_decoder_priority() -> None:
+    """Give libavcodec's threads of this process (named "av:...") DECODER_NICE. Linux only:
+    elsewhere a thread's priority is not set by its id, and they keep the process's."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm", encoding="utf-8", errors="replace") as comm:
+                if not comm.read().startswith("av:"):
+                    continue
+            tid = int(task)
+            os.setpriority(os.PRIO_PROCESS, tid, max(DECODER_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+
+
 def _link(nodes) -> None:
     for a, b in zip(nodes, nodes[1:]):
         a.link_to(b)
 
 
-def _pull(sinks) -> Iterator[tuple[np.ndarray | None, object]]:
+def _pull(sinks) -> Iterator[tuple[object, object]]:
+    """(frame to analyse, full frame) pairs; the same frame twice when it is planar YUV."""
     import av
 
     while True:
@@ -244,10 +271,13 @@ def _pull(sinks) -> Iterator[tuple[np.ndarray | None, object]]:
             frames = [sink.pull() for sink in sinks]
         except (av.error.BlockingIOError, av.error.EOFError):
             return
-        if len(frames) == 2:
-            yield frames[0].to_ndarray(), frames[1]
-        else:
-            yield None, frames[0]
+        yield frames[0], frames[-1]
+
+
+def _luma(frame) -> np.ndarray:
+    """The first plane of a frame as a (height, width) view of the decoder's buffer (no copy)."""
+    plane = frame.planes[0]
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
 
 
 def _reason(exc: Exception) -> str:

@@ -269,8 +269,9 @@ def test_frames_kept_during_the_analysis_pass_are_the_exact_frames_a_second_pass
     grabbed = frames.grab_rgb_frames(path, info, geometry, list(range(150)))
     assert sorted(grabbed) == list(range(150))
     video = frames.VideoPass(path, geometry)
-    for n, gray in enumerate(video):
-        assert gray.shape == (geometry.height, geometry.width)
+    for n, luma in enumerate(video):
+        assert luma.shape == (info.height, info.width)
+        assert video.scaler.full(luma).shape == (geometry.height, geometry.width)
         if n in (0, 37, 38, 120):
             video.keep(n)
         if n == 81:

@@ -44,3 +44,51 @@ def test_blob_boxes_are_in_analysis_pixels():
     blob = diffs[0].blobs[0]
     assert (blob.x0, blob.y0, blob.x1, blob.y1) == (100, 50, 130, 62)
     assert blob.pixels == 30 * 12
+
+
+def _screen_session(rng, h, w, n):
+    """Source frames of a screen: still stretches, codec-like noise, drawn boxes, slow fades,
+    changes at the top and bottom at once, and reverts to an earlier frame."""
+    frames = [np.full((h, w), 40, np.uint8)]
+    for _ in range(n):
+        f = frames[-1].copy()
+        r = rng.random()
+        if r < 0.25:
+            pass
+        elif r < 0.45:
+            y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
+            f[y:y + 4, x:x + 4] = np.clip(f[y:y + 4, x:x + 4].astype(int) + rng.integers(-9, 10, (4, 4)), 0, 255)
+        elif r < 0.65:
+            y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
+            f[y:y + rng.integers(1, h - y), x:x + rng.integers(1, w - x)] = rng.integers(0, 256)
+        elif r < 0.75:
+            f = np.clip(f.astype(int) + 2, 0, 255).astype(np.uint8)
+        elif r < 0.9:
+            f[0:3, 0:5] = rng.integers(0, 256)
+            f[h - 3:h, w - 6:w - 1] = rng.integers(0, 256)
+        else:
+            f = frames[rng.integers(0, len(frames))].copy()
+        frames.append(f)
+    return frames
+
+
+def test_diffing_source_frames_through_the_scaler_equals_diffing_its_whole_frames():
+    """The build diffs the decoder's luma planes and scales only the changed bands: every
+    blob, drift report, ambient count and first-frame fingerprint must be what diffing the
+    fully scaled frames gives, for the ratios recordings have (4:3, 2:1, odd, 1:1 range-only)."""
+    from pipeline.diff import FirstFrame
+    from pipeline.luma import TV_TO_PC, AreaScaler
+
+    rng = np.random.default_rng(7)
+    for source, analysis, levels in [((96, 128), (72, 96), TV_TO_PC), ((120, 200), (60, 100), None),
+                                     ((77, 139), (54, 96), TV_TO_PC), ((64, 80), (64, 80), TV_TO_PC)]:
+        scaler = AreaScaler(source, analysis, levels)
+        for _ in range(8):
+            frames = _screen_session(rng, *source, 40)
+            runs = []
+            for inputs, scaler_of in ((frames, lambda: scaler), ([scaler.full(f) for f in frames], None)):
+                counter, first = AmbientCounter(cells_shape(analysis[1], analysis[0]), 10), FirstFrame()
+                diffs = list(diff_frames(inputs, 1.5, counter, first, scaler_of))
+                runs.append((diffs, counter.counts.tolist(), first.means.tolist()))
+            assert runs[0] == runs[1]
+            assert runs[0][0], "the sequence must have changes to compare"

@@ -31,7 +31,7 @@ def analyse(name):
     keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
     first = diff.FirstFrame()
     diffs = []
-    for change in diff.diff_frames(video, geometry.scale, counter, first):
+    for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler):
         diffs.append(change)
         if keep.wants(change):
             video.keep(change.index - 1)

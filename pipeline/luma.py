@@ -1,0 +1,159 @@
+"""Analysis pixels from the decoded luma plane, computed only where the frame changed.
+
+The frame analysis looks at a small gray picture (at most 960x540). Producing it for every
+frame with ffmpeg's filters (extract the luma plane, area-scale it, stretch TV range to full
+range) cost more CPU than decoding a 720p recording (bench/RESULTS.md), and most of it was
+spent on pixels identical to the previous frame's: a screen recording changes a caret, a
+line, a dialog at a time. Here the decoder's own luma plane is compared with the previous
+one (machine words, no copy), and only the analysis pixels whose source pixels changed are
+recomputed, with the same area average and range stretch, into a picture kept between
+frames. An unchanged source pixel leaves every analysis pixel it feeds unchanged, so the
+picture is always the whole frame's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+# Limited-range luma 16..235 stretched to 0..255 (rounded), as ffmpeg's gray conversion does,
+# so the analysis thresholds mean the same gray levels for every recording.
+TV_TO_PC = np.clip(np.floor((np.arange(256) - 16) * 255 / 219 + 0.5), 0, 255).astype(np.uint8)
+
+
+MAX_GROUP = 16  # source pixels per repeating group worth exact integer weights
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """Area weights of one axis: analysis pixel i is the sum of taps[i, k] * source[first[i] + k]."""
+
+    first: np.ndarray  # (n_analysis,) first source pixel of each analysis pixel
+    last: np.ndarray  # (n_analysis,) last source pixel of each analysis pixel
+    taps: np.ndarray  # (n_analysis, k) float32 weights, zero-padded; each row sums to 1
+    # When p source pixels make q analysis pixels in repeating groups (1280 -> 960: 4 -> 3;
+    # 1920 -> 960: 2 -> 1), every weight is a multiple of 1/p: the (p, q) integer weights
+    # of one group, which sum to p per analysis pixel. Else None.
+    group: np.ndarray | None
+
+
+def _axis(source: int, analysis: int) -> _Axis:
+    """Each analysis pixel averages the source span [i*s, (i+1)*s), s = source/analysis,
+    every source pixel weighted by how much of it lies in the span (a box filter)."""
+    step = Fraction(source, analysis)
+    first = np.empty(analysis, np.int64)
+    last = np.empty(analysis, np.int64)
+    spans = []
+    for i in range(analysis):
+        lo, hi = i * step, (i + 1) * step
+        a, b = int(lo), min(source, -int(-hi // 1))  # source pixels a..b-1 overlap the span
+        spans.append([(min(hi, j + 1) - max(lo, j)) / step for j in range(a, b)])
+        first[i], last[i] = a, b - 1
+    taps = np.zeros((analysis, max(map(len, spans))), np.float32)
+    for i, weights in enumerate(spans):
+        taps[i, :len(weights)] = [float(w) for w in weights]
+    group = None
+    p, q = step.numerator, step.denominator
+    if p <= MAX_GROUP:  # then q < p too: analysis pixels are never more than source ones
+        group = np.zeros((p, q), np.int64)
+        for j in range(q):
+            for t, weight in enumerate(spans[j]):
+                group[first[j] + t, j] = int(weight * p)
+    return _Axis(first, last, taps, group)
+
+
+class AreaScaler:
+    """Source luma (height x width) to analysis pixels, block by block.
+
+    ``levels`` maps the averaged 8-bit value to the analysis gray level (TV_TO_PC for
+    limited-range video, None for full range). An analysis size equal to the source size
+    with no levels is the identity: the frames are analysis frames already.
+    """
+
+    def __init__(self, source_hw: tuple[int, int], analysis_hw: tuple[int, int], levels: np.ndarray | None = None):
+        self.source_hw, self.analysis_hw = tuple(source_hw), tuple(analysis_hw)
+        self.levels = levels
+        self.identity = self.source_hw == self.analysis_hw and levels is None
+        self._y = _axis(self.source_hw[0], self.analysis_hw[0])
+        self._x = _axis(self.source_hw[1], self.analysis_hw[1])
+        if self._y.group is not None and self._x.group is not None:
+            # an integer sum of p_y * p_x weighted pixels -> its analysis gray level: the mean
+            # rounded half up, then the range stretch, in one lookup
+            area = self._y.group.shape[0] * self._x.group.shape[0]
+            means = (np.arange(255 * area + 1) + area // 2) // area
+            self._sums = (means if levels is None else levels[means]).astype(np.uint8)
+
+    def analysis_span(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
+        """Analysis pixels (a0, a1 exclusive) fed by source pixels lo..hi (inclusive) of an axis."""
+        ax = self._y if axis == 0 else self._x
+        return int(np.searchsorted(ax.last, lo)), int(np.searchsorted(ax.first, hi, side="right"))
+
+    def block(self, source: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
+        """The analysis pixels [ys, xs] (uint8, a new array) of a source luma frame."""
+        ay, ax = self._y, self._x
+        if ay.group is not None and ax.group is not None:
+            return self._grouped(source, ys, xs)
+        sy0, sy1 = int(ay.first[ys.start]), int(ay.last[ys.stop - 1]) + 1
+        sx0, sx1 = int(ax.first[xs.start]), int(ax.last[xs.stop - 1]) + 1
+        rows = _resample(ax, source[sy0:sy1, sx0:sx1].astype(np.float32), xs, 1)
+        out = np.floor(_resample(ay, rows, ys, 0) + 0.5).astype(np.uint8)
+        return out if self.levels is None else self.levels[out]
+
+    def _grouped(self, source: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
+        """Whole groups around the block, in exact integers: the weighted sum over p_y * p_x,
+        rounded half up (what the float weights give, without their cost)."""
+        (py, qy), (px, qx) = self._y.group.shape, self._x.group.shape
+        gy0, gy1 = ys.start // qy, -(-ys.stop // qy)
+        gx0, gx1 = xs.start // qx, -(-xs.stop // qx)
+        patch = source[gy0 * py:gy1 * py, gx0 * px:gx1 * px]
+        if py == qy == px == qx == 1:
+            out = np.array(patch, np.uint8)
+            return out if self.levels is None else self.levels[out]
+        wide = np.uint16 if self._sums.size <= 2 ** 16 else np.uint32
+        sums = _combine(_combine(patch, self._y.group, 0, wide), self._x.group, 1, wide)
+        sums = sums[ys.start - gy0 * qy:ys.stop - gy0 * qy, xs.start - gx0 * qx:xs.stop - gx0 * qx]
+        return np.take(self._sums, sums)
+
+    def full(self, source: np.ndarray) -> np.ndarray:
+        """The whole analysis frame."""
+        h, w = self.analysis_hw
+        return self.block(source, slice(0, h), slice(0, w))
+
+
+def _combine(data: np.ndarray, group: np.ndarray, axis: int, wide) -> np.ndarray:
+    """Integer-weighted sums along ``axis`` of data made of whole groups of p pixels:
+    output pixel j of each group is sum_t group[t, j] * data[t::p], strided, no gathers."""
+    p, q = group.shape
+    if p == q == 1:
+        return data.astype(wide)
+
+    def pick(arr, start, step):
+        return arr[start::step] if axis == 0 else arr[:, start::step]
+
+    shape = list(data.shape)
+    shape[axis] = data.shape[axis] // p * q
+    out = np.empty(shape, wide)
+    for j in range(q):
+        acc = pick(out, j, q)
+        for n, t in enumerate(np.flatnonzero(group[:, j]).tolist()):
+            weight = int(group[t, j])
+            if n == 0:
+                np.multiply(pick(data, t, p), weight, out=acc, dtype=wide)
+            elif weight == 1:
+                np.add(acc, pick(data, t, p), out=acc, dtype=wide)
+            else:
+                np.add(acc, np.multiply(pick(data, t, p), weight, dtype=wide), out=acc)
+    return out
+
+
+def _resample(ax: _Axis, data: np.ndarray, span: slice, axis: int) -> np.ndarray:
+    """Analysis samples ``span`` along ``axis`` of float data that starts at the span's first
+    source pixel and ends at its last: a gather per tap, for ratios without small groups."""
+    data = np.moveaxis(data, axis, -1)
+    offsets = ax.first[span] - int(ax.first[span.start])
+    taps = ax.taps[span]
+    out = data[..., offsets] * taps[:, 0]
+    for k in range(1, taps.shape[1]):
+        out += data[..., np.minimum(offsets + k, data.shape[-1] - 1)] * taps[:, k]
+    return np.moveaxis(out, -1, axis)
