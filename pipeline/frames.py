@@ -240,8 +240,9 @@ class VideoPass:
 
 
 def _lower_decoder_priority() -> None:
-    """Give libavcodec's threads of this process (named "av:...") DECODER_NICE. Linux only:
-    elsewhere a thread's priority is not set by its id, and they keep the process's."""
+    """Give libavcodec's threads of this process (named "av:<codec>:..." by recent FFmpeg)
+    DECODER_NICE. Linux only: elsewhere a thread's priority is not set by its id; there, and
+    with a libavcodec that leaves its threads unnamed, they keep the process's priority."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
