@@ -83,6 +83,7 @@ class AreaScaler:
             area = self._y.group.shape[0] * self._x.group.shape[0]
             means = (np.arange(255 * area + 1) + area // 2) // area
             self._sums = (means if levels is None else levels[means]).astype(np.uint8)
+            self._plans = (_plan(self._y.group), _plan(self._x.group))
 
     def analysis_span(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
         """Analysis pixels (a0, a1 exclusive) fed by source pixels lo..hi (inclusive) of an axis."""
@@ -111,7 +112,8 @@ class AreaScaler:
             out = np.array(patch, np.uint8)
             return out if self.levels is None else self.levels[out]
         wide = np.uint16 if self._sums.size <= 2 ** 16 else np.uint32
-        sums = _combine(_combine(patch, self._y.group, 0, wide), self._x.group, 1, wide)
+        rows = _combine(patch, self._y.group, self._plans[0], 0, wide)
+        sums = _combine(rows, self._x.group, self._plans[1], 1, wide)
         sums = sums[ys.start - gy0 * qy:ys.stop - gy0 * qy, xs.start - gx0 * qx:xs.stop - gx0 * qx]
         return np.take(self._sums, sums)
 
@@ -121,29 +123,31 @@ class AreaScaler:
         return self.block(source, slice(0, h), slice(0, w))
 
 
-def _combine(data: np.ndarray, group: np.ndarray, axis: int, wide) -> np.ndarray:
+def _plan(group: np.ndarray) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """For each output pixel j of a group, its (source offset, integer weight) pairs."""
+    return tuple(tuple((t, int(group[t, j])) for t in np.flatnonzero(group[:, j]).tolist())
+                 for j in range(group.shape[1]))
+
+
+def _combine(data: np.ndarray, group: np.ndarray, plan, axis: int, wide) -> np.ndarray:
     """Integer-weighted sums along ``axis`` of data made of whole groups of p pixels:
     output pixel j of each group is sum_t group[t, j] * data[t::p], strided, no gathers."""
     p, q = group.shape
     if p == q == 1:
         return data.astype(wide)
-
-    def pick(arr, start, step):
-        return arr[start::step] if axis == 0 else arr[:, start::step]
-
     shape = list(data.shape)
     shape[axis] = data.shape[axis] // p * q
     out = np.empty(shape, wide)
-    for j in range(q):
-        acc = pick(out, j, q)
-        for n, t in enumerate(np.flatnonzero(group[:, j]).tolist()):
-            weight = int(group[t, j])
+    for j, taps in enumerate(plan):
+        acc = out[j::q] if axis == 0 else out[:, j::q]
+        for n, (t, weight) in enumerate(taps):
+            part = data[t::p] if axis == 0 else data[:, t::p]
             if n == 0:
-                np.multiply(pick(data, t, p), weight, out=acc, dtype=wide)
+                np.multiply(part, weight, out=acc, dtype=wide)
             elif weight == 1:
-                np.add(acc, pick(data, t, p), out=acc, dtype=wide)
+                np.add(acc, part, out=acc, dtype=wide)
             else:
-                np.add(acc, np.multiply(pick(data, t, p), weight, dtype=wide), out=acc)
+                np.add(acc, np.multiply(part, weight, dtype=wide), out=acc)
     return out
 
 
