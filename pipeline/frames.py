@@ -141,8 +141,9 @@ class VideoPass:
     # ------------------------------------------------------------ decoding
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        """The source luma plane of each frame (a view, valid while the next one is decoded);
-        :attr:`scaler` turns it into analysis pixels, and is set before the first is yielded."""
+        """The source luma plane of each frame: a read-only view of the decoder's buffer (the
+        view holds the frame), no copy. :attr:`scaler` turns it into analysis pixels; it is
+        set before the first plane is yielded."""
         for index, seen, full in self._frames():
             self._full = {index - 1: self._full.get(index - 1), index: full} if index else {index: full}
             self.count = index + 1
