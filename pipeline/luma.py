@@ -12,8 +12,8 @@ picture is always the whole frame's.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -40,26 +40,23 @@ class _Axis:
 
 def _axis(source: int, analysis: int) -> _Axis:
     """Each analysis pixel averages the source span [i*s, (i+1)*s), s = source/analysis,
-    every source pixel weighted by how much of it lies in the span (a box filter)."""
-    step = Fraction(source, analysis)
-    first = np.empty(analysis, np.int64)
-    last = np.empty(analysis, np.int64)
-    spans = []
-    for i in range(analysis):
-        lo, hi = i * step, (i + 1) * step
-        a, b = int(lo), min(source, -int(-hi // 1))  # source pixels a..b-1 overlap the span
-        spans.append([(min(hi, j + 1) - max(lo, j)) / step for j in range(a, b)])
-        first[i], last[i] = a, b - 1
-    taps = np.zeros((analysis, max(map(len, spans))), np.float32)
-    for i, weights in enumerate(spans):
-        taps[i, :len(weights)] = [float(w) for w in weights]
+    every source pixel weighted by how much of it lies in the span (a box filter). Spans
+    are counted in units of 1/analysis source pixels, so every overlap is an exact integer."""
+    i = np.arange(analysis, dtype=np.int64)
+    first = i * source // analysis
+    last = np.minimum(source, -(-(i + 1) * source // analysis)) - 1
+    j = first[:, None] + np.arange(int((last - first).max()) + 1)  # candidate source pixels
+    overlap = np.clip(np.minimum((i[:, None] + 1) * source, (j + 1) * analysis)
+                      - np.maximum(i[:, None] * source, j * analysis), 0, None)
+    taps = (overlap / source).astype(np.float32)  # overlap / analysis, over the span's s
     group = None
-    p, q = step.numerator, step.denominator
-    if p <= MAX_GROUP:  # then q < p too: analysis pixels are never more than source ones
+    common = math.gcd(source, analysis)
+    p, q = source // common, analysis // common
+    if p <= MAX_GROUP:  # then q <= p too: analysis pixels are never more than source ones
         group = np.zeros((p, q), np.int64)
-        for j in range(q):
-            for t, weight in enumerate(spans[j]):
-                group[first[j] + t, j] = int(weight * p)
+        for n in range(q):  # weight * p = overlap / common, a whole number
+            width = int(last[n] - first[n]) + 1
+            group[first[n]:first[n] + width, n] = overlap[n, :width] // common
     return _Axis(first, last, taps, group)
 
 
