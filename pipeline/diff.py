@@ -140,15 +140,10 @@ def _changed_cells(prev: np.ndarray, frame: np.ndarray, scaler: AreaScaler
     identical, and the analysis pixels that need recomputing, as bands: a caret at the bottom
     and a clock at the top make one tall block but two small bands. Compares machine words,
     not pixels: most frames of a screen recording are identical or differ in a small region."""
-    w = frame.shape[1]
-    for k in (8, 4, 2, 1):
-        if w % k == 0:
-            try:
-                word = np.dtype(f"u{k}")
-                differs = prev.view(word) != frame.view(word)
-                break
-            except ValueError:  # rows not aligned to the word (a padded plane): try a smaller one
-                continue
+    # the widest word dividing a row (rows may be padded: a view needs only the last axis contiguous)
+    k = next(k for k in (8, 4, 2, 1) if frame.shape[1] % k == 0)
+    word = np.dtype(f"u{k}")
+    differs = prev.view(word) != frame.view(word)
     if not differs.any():
         return None
     rows = np.flatnonzero(differs.any(axis=1))
@@ -234,18 +229,17 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     copied). Without ``scaler_of`` they are the analysis frames; with it, they are source
     luma planes (views of the decoder's frames) and the scaler it returns (asked once the
     first frame is at hand: a decoder knows the source's size and range only then) makes the
-    analysis pixels of the block where a frame differs from the previous one. Only that block is examined:
-    outside it nothing changed, so neither did the cells' means.
+    analysis pixels of the block where a frame differs from the previous one. Only that
+    block is examined: outside it nothing changed, so neither did the cells' means.
     """
-    prev = picture = None  # the previous source frame; the current analysis frame
+    prev = picture = scaler = None  # the previous source frame; the current analysis frame
     means = recorded = None  # cell means of the current frame / as last reported (2-D views)
     for index, frame in enumerate(frames):
+        if scaler is None:
+            scaler = scaler_of() if scaler_of is not None else AreaScaler(np.shape(frame), np.shape(frame))
+        if scaler.identity:
+            frame = np.ascontiguousarray(frame, np.uint8)
         if prev is None:
-            if scaler_of is None:
-                frame = np.ascontiguousarray(frame, np.uint8)
-                scaler = AreaScaler(frame.shape, frame.shape)
-            else:
-                scaler = scaler_of()
             prev = frame
             picture = frame if scaler.identity else scaler.full(frame)
             grid_h, grid_w = cells_shape(picture.shape[1], picture.shape[0])
@@ -256,8 +250,6 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             if ambient is not None:
                 ambient.add(index, None)
             continue
-        if scaler.identity:
-            frame = np.ascontiguousarray(frame, np.uint8)
         found = _changed_cells(prev, frame, scaler)
         prev = frame
         if found is None:
@@ -266,7 +258,8 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             continue
         block, bands = found
         cy0, cy1, cx0, cx1 = block
-        ys, xs = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0])), slice(cx0 * CELL, min(cx1 * CELL, picture.shape[1]))
+        ys = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0]))
+        xs = slice(cx0 * CELL, min(cx1 * CELL, picture.shape[1]))
         if scaler.identity:
             now, before = frame[ys, xs], picture[ys, xs]
             picture = frame
