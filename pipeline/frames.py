@@ -9,8 +9,9 @@ transcription: at 1080p that was 30 % of the build (bench/RESULTS.md). Here
 libavcodec runs in-process (PyAV, the binding faster-whisper already
 installs), so while a frame is at hand the caller can keep it: the build keeps
 the last frame before every content change, which is the settled picture any
-screenshot of that moment shows. Kept frames are stored zlib-compressed in the
-decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB) in an unlinked
+screenshot of that moment shows. Kept frames are stored LZ4-compressed in the
+decoder's own YUV layout (a 1080p terminal frame is ~0.2 MB; LZ4 compresses it in
+~1 ms where zlib took ~10, and a long recording keeps hundreds) in an unlinked
 temporary file, so memory stays flat in the recording's length; a screenshot no
 kept frame can stand for is fetched by an exact second pass (:func:`iter_rgb_frames`).
 
@@ -24,11 +25,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import lz4.block
 import numpy as np
 
 from .decode import _INPUT_OPTS, AnalysisGeometry, DecodeError, _url, stage_timeout
@@ -291,7 +292,7 @@ def _pack(frame, offset: int) -> tuple[_Packed, bytes]:
     if frame.format.name not in _STORABLE or frame.width % 2 or frame.height % 2:
         frame = frame.reformat(format="rgb24")  # PyAV has no array form of odd-sized subsampled frames
     arr = np.ascontiguousarray(frame.to_ndarray())  # rows of odd-sized frames come padded
-    data = zlib.compress(arr, 1)
+    data = lz4.block.compress(arr)  # the size is stored with it
     return _Packed(offset, len(data), arr.shape, frame.format.name, int(frame.colorspace),
                    int(frame.color_range)), data
 
@@ -299,7 +300,7 @@ def _pack(frame, offset: int) -> tuple[_Packed, bytes]:
 def _unpack(packed: _Packed, data: bytes) -> np.ndarray:
     import av
 
-    arr = np.frombuffer(zlib.decompress(data), np.uint8).reshape(packed.shape)
+    arr = np.frombuffer(lz4.block.decompress(data), np.uint8).reshape(packed.shape)
     if packed.format == "rgb24":
         return arr
     frame = av.VideoFrame.from_ndarray(arr, format=packed.format)
