@@ -81,11 +81,17 @@ class AreaScaler:
             means = (np.arange(255 * area + 1) + area // 2) // area
             self._sums = (means if levels is None else levels[means]).astype(np.uint8)
             self._plans = (_plan(self._y.group), _plan(self._x.group))
+            self._groups32 = (self._y.group.astype(np.int32), self._x.group.astype(np.int32))
+        # analysis_span as lookups: for each source pixel, the first analysis pixel it feeds
+        # and one past the last
+        self._span_maps = tuple(
+            (np.searchsorted(ax.last, np.arange(n)), np.searchsorted(ax.first, np.arange(n), "right"))
+            for ax, n in ((self._y, self.source_hw[0]), (self._x, self.source_hw[1])))
 
     def analysis_span(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
         """Analysis pixels (a0, a1 exclusive) fed by source pixels lo..hi (inclusive) of an axis."""
-        ax = self._y if axis == 0 else self._x
-        return int(np.searchsorted(ax.last, lo)), int(np.searchsorted(ax.first, hi, side="right"))
+        starts, stops = self._span_maps[axis]
+        return int(starts[lo]), int(stops[hi])
 
     def block(self, source: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
         """The analysis pixels [ys, xs] (uint8, a new array) of a source luma frame."""
@@ -113,6 +119,23 @@ class AreaScaler:
         sums = _combine(rows, self._x.group, self._plans[1], 1, wide)
         sums = sums[ys.start - gy0 * qy:ys.stop - gy0 * qy, xs.start - gx0 * qx:xs.stop - gx0 * qx]
         return np.take(self._sums, sums)
+
+    def update(self, source: np.ndarray, picture: np.ndarray, ys: slice, xs: slice,
+               changed: np.ndarray, origin: tuple[int, int], noise: int) -> bool:
+        """Recompute the analysis pixels [ys, xs] of ``picture`` from ``source``; mark in
+        ``changed`` (a block of the picture starting at ``origin``) those that moved by more
+        than ``noise``. Returns whether any did."""
+        if self._y.group is not None and self._x.group is not None:
+            from .kernels import update_band  # numba compiles (or loads) it on first use
+
+            return update_band(source, picture, changed, *self._groups32, self._sums,
+                               ys.start, ys.stop, xs.start, xs.stop, origin[0], origin[1], noise)
+        new, old = self.block(source, ys, xs), picture[ys, xs]
+        moved = (np.maximum(new, old) - np.minimum(new, old)) > noise
+        oy, ox = origin
+        changed[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] |= moved
+        picture[ys, xs] = new
+        return bool(moved.any())
 
     def full(self, source: np.ndarray) -> np.ndarray:
         """The whole analysis frame."""

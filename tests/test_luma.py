@@ -69,3 +69,39 @@ def test_analysis_frames_match_ffmpegs_own_area_scale_and_range_stretch(tmp_path
     assert ours.shape == theirs.shape
     delta = np.abs(ours.astype(np.int16) - theirs)
     assert delta.max() <= 3 and delta.mean() < 0.005, (int(delta.max()), float(delta.mean()))
+
+
+@pytest.mark.parametrize("source,analysis", RATIOS)
+def test_updating_a_band_in_place_gives_its_block_and_marks_what_moved(source, analysis):
+    """The diff recomputes changed bands in place (a compiled loop for group ratios): the band
+    must become exactly scaler.block's pixels, nothing outside it may change, and the marks
+    must be the pixels that moved by more than the noise level, read from a padded plane as
+    the decoder's are."""
+    rng = np.random.default_rng(5)
+    scaler = AreaScaler(source, analysis, TV_TO_PC)
+    h, w = source
+    plane = np.zeros((h, w + 40), np.uint8)
+    old = rng.integers(0, 256, source, dtype=np.uint8)
+    picture = scaler.full(old)
+    for _ in range(60):
+        plane[:, :w] = old
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        plane[y:y + rng.integers(1, 60), x:x + rng.integers(1, 90)] = rng.integers(0, 256)
+        plane[:, :w] ^= (rng.random(source) < 0.05).astype(np.uint8)  # codec-like noise of one level
+        new = plane[:, :w]
+        y0, x0 = rng.integers(0, analysis[0]), rng.integers(0, analysis[1])
+        y1, x1 = rng.integers(y0 + 1, analysis[0] + 1), rng.integers(x0 + 1, analysis[1] + 1)
+        oy, ox = rng.integers(0, y0 + 1), rng.integers(0, x0 + 1)
+        before = picture.copy()
+        marks = np.zeros((y1 - oy + 3, x1 - ox + 5), bool)
+        moved = scaler.update(new, picture, slice(y0, y1), slice(x0, x1), marks, (oy, ox), 24)
+        expected = scaler.block(new, slice(y0, y1), slice(x0, x1))
+        assert np.array_equal(picture[y0:y1, x0:x1], expected)
+        outside = np.ones(analysis, bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(picture[outside], before[outside])
+        want = np.zeros_like(marks)
+        want[y0 - oy:y1 - oy, x0 - ox:x1 - ox] = np.abs(expected.astype(int) - before[y0:y1, x0:x1]) > 24
+        assert np.array_equal(marks, want)
+        assert moved == want.any()
+        old = new.copy()
