@@ -450,6 +450,12 @@ def targets(rows: list[dict]) -> list[dict]:
                         "input": r["input"], "figure": f"{v:.1%} ({q['analysis_added_cpu_s']:.1f} s over "
                                                         f"{r['decode']['cpu_s']:.1f} s)",
                         "met": v <= TARGET_ANALYSIS_CPU})
+        v = q.get("video_pass_cpu_over_decode_cpu")
+        if v is not None:  # the other reading: decoding as the build does it, plus the analysis
+            out.append({"target": f"video pass (decoding + analysis) <= {1 + TARGET_ANALYSIS_CPU:.2f} x the decode "
+                                  f"floor's CPU", "input": r["input"],
+                        "figure": f"{v:.2f} x ({r['analysis']['out']['python_cpu_s']:.1f} s vs "
+                                  f"{r['decode']['cpu_s']:.1f} s)", "met": v <= 1 + TARGET_ANALYSIS_CPU})
     builds = [r for r in longs if r.get("build")]
     for r in builds:
         if r["minutes"] and r["minutes"] >= 30 and r["height"] >= 1080:
