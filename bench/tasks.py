@@ -59,13 +59,11 @@ def speech(rec: Path) -> dict:
 def _decoding_only(rec: Path) -> tuple[float, float]:
     """Wall and process CPU of the video pass's decoder and filters (fps, rotation) with no
     analysis and nothing kept: what any frame analysis in this process starts from."""
-    from pipeline import build, decode, frames
+    from pipeline import decode, frames
 
-    info = decode.probe(rec)
-    geometry = decode.analysis_geometry(info)
-    threads = getattr(build, "decoder_threads", lambda has_audio, cpu_threads: 0)(info.has_audio, 0)
+    geometry = decode.analysis_geometry(decode.probe(rec))
     t0, c0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
-    for _ in frames.VideoPass(rec, geometry, analysis=False, threads=threads)._frames():  # noqa: SLF001
+    for _ in frames.VideoPass(rec, geometry, analysis=False)._frames():  # noqa: SLF001
         pass
     return time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - c0
 

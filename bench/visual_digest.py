@@ -20,7 +20,7 @@ from pathlib import Path
 
 if not os.environ.get("PYTHONPATH"):  # else the copy of the package it names (run_bench.py --pythonpath)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import build, decode, diff, frames, keyframes, shots  # noqa: E402
+from pipeline import decode, diff, frames, keyframes, shots  # noqa: E402
 
 
 class _Timed:
@@ -54,9 +54,7 @@ def video_pass(path: Path, split: dict | None = None):
     geometry = decode.analysis_geometry(info)
     counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
     first = diff.FirstFrame()
-    # decoding threads as the build's (older packages, measured with --pythonpath: libavcodec's choice)
-    threads = getattr(build, "decoder_threads", lambda has_audio, cpu_threads: 0)(info.has_audio, 0)
-    video = frames.VideoPass(path, geometry, threads=threads)
+    video = frames.VideoPass(path, geometry)
     timed = _Timed(video)
     keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
     keep_cpu = 0.0

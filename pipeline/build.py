@@ -185,14 +185,6 @@ def _summary(steps: Sequence[Step]) -> str:
     return f"A procedure of {', '.join(parts)}, {span}."
 
 
-def decoder_threads(has_audio: bool, cpu_threads: int) -> int:
-    """Decoding threads of a build's video pass. Beside transcription, one: libavcodec's frame
-    threads spend 20-35 % more CPU on the same frames (bench/RESULTS.md), CPU that
-    transcription, the longer of the two, can use. With no audio to transcribe, the pass is
-    all the work: ``cpu_threads`` (0: libavcodec's choice, one per core)."""
-    return 1 if has_audio else cpu_threads
-
-
 class Builder:
     """Runs the stages for recordings, sharing one speech process (model loaded once)."""
 
@@ -238,7 +230,7 @@ class Builder:
         step("analyse video")
         geometry = decode.analysis_geometry(info)
         counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
-        video = frames.VideoPass(rec.path, geometry, threads=decoder_threads(info.has_audio, self.settings.cpu_threads))
+        video = frames.VideoPass(rec.path, geometry, threads=self.settings.cpu_threads)
         keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
         first = diff.FirstFrame()
         diffs: list[diff.FrameDiff] = []
