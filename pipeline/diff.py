@@ -11,7 +11,7 @@ lives in keyframes.py.
 
 In the build the frames are the decoder's luma planes at source size: the
 comparison with the previous frame runs on them (machine words), and only the
-bands that differ are turned into analysis pixels (luma.py, kernels.py) in a picture kept
+bands that differ are turned into analysis pixels (luma.py) in a picture kept
 between frames, so an unchanged frame costs one memory compare.
 
 Memory is bounded by the screen size: only blobs of changed frames are kept,
@@ -130,6 +130,17 @@ def cell_means(frame: np.ndarray) -> np.ndarray:
     return _means(_cell_sums(np.ascontiguousarray(frame, np.uint8))).ravel()
 
 
+def _update_means(picture: np.ndarray, means: np.ndarray, bands: list[tuple[slice, slice]]) -> None:
+    """Recompute, in the 2-D grid ``means``, the cells that the bands of changed analysis
+    pixels touch; every other cell kept its pixels, so its mean. Two bands far apart (a caret
+    at the bottom, a clock at the top) cost their own cells, not the block between them."""
+    height, width = picture.shape
+    for ys, xs in bands:
+        cy0, cy1, cx0, cx1 = ys.start // CELL, -(-ys.stop // CELL), xs.start // CELL, -(-xs.stop // CELL)
+        cells = picture[cy0 * CELL:min(cy1 * CELL, height), cx0 * CELL:min(cx1 * CELL, width)]
+        means[cy0:cy1, cx0:cx1] = _means(_cell_sums(cells))
+
+
 BAND_GAP_PX = 32  # source rows: changes further apart than this are rescaled as separate bands
 
 
@@ -140,17 +151,20 @@ def _changed_cells(prev: np.ndarray, frame: np.ndarray, scaler: AreaScaler
     identical, and the analysis pixels that need recomputing, as bands: a caret at the bottom
     and a clock at the top make one tall block but two small bands. Compares machine words,
     not pixels: most frames of a screen recording are identical or differ in a small region."""
-    from .kernels import changed_bands  # loaded by diff_frames already
-
     # the widest word dividing a row (rows may be padded: a view needs only the last axis contiguous)
     k = next(k for k in (8, 4, 2, 1) if frame.shape[1] % k == 0)
     word = np.dtype(f"u{k}")
-    found = np.empty((frame.shape[0], 4), np.int64)
-    count = changed_bands(prev.view(word), frame.view(word), found, BAND_GAP_PX)
-    if count == 0:
+    differs = prev.view(word) != frame.view(word)
+    if not differs.any():
         return None
-    bands = [(scaler.analysis_span(0, r0, r1), scaler.analysis_span(1, c0 * k, c1 * k + k - 1))
-             for r0, r1, c0, c1 in found[:count].tolist()]
+    rows = np.flatnonzero(differs.any(axis=1))
+    breaks = np.flatnonzero(np.diff(rows) > BAND_GAP_PX).tolist()
+    bands = []
+    for lo, hi in zip([0] + [b + 1 for b in breaks], breaks + [rows.size - 1]):
+        r0, r1 = int(rows[lo]), int(rows[hi])
+        cols = np.flatnonzero(differs[r0:r1 + 1].any(axis=0))
+        bands.append((scaler.analysis_span(0, r0, r1),
+                      scaler.analysis_span(1, int(cols[0]) * k, int(cols[-1]) * k + k - 1)))
     ay0, ay1 = min(b[0][0] for b in bands), max(b[0][1] for b in bands)
     ax0, ax1 = min(b[1][0] for b in bands), max(b[1][1] for b in bands)
     block = ay0 // CELL, -(-ay1 // CELL), ax0 // CELL, -(-ax1 // CELL)
@@ -229,8 +243,6 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     analysis pixels of the block where a frame differs from the previous one. Only that
     block is examined: outside it nothing changed, so neither did the cells' means.
     """
-    from . import kernels  # numba loads with the first frame, not with every command
-
     prev = picture = scaler = None  # the previous source frame; the current analysis frame
     means = recorded = None  # cell means of the current frame / as last reported (2-D views)
     for index, frame in enumerate(frames):
@@ -269,9 +281,7 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             moved = False
             for band_ys, band_xs in bands:
                 moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), NOISE_LEVEL)
-        for band_ys, band_xs in bands:  # the cells with a changed pixel: the rest kept their means
-            kernels.cell_means(picture, band_ys.start // CELL, -(-band_ys.stop // CELL),
-                               band_xs.start // CELL, -(-band_xs.stop // CELL), CELL, means)
+        _update_means(picture, means, bands)
         if not moved:
             if ambient is not None:
                 ambient.add(index, None)

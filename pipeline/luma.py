@@ -81,7 +81,6 @@ class AreaScaler:
             means = (np.arange(255 * area + 1) + area // 2) // area
             self._sums = (means if levels is None else levels[means]).astype(np.uint8)
             self._plans = (_plan(self._y.group), _plan(self._x.group))
-            self._groups32 = (self._y.group.astype(np.int32), self._x.group.astype(np.int32))
         # analysis_span as lookups: for each source pixel, the first analysis pixel it feeds
         # and one past the last
         self._span_maps = tuple(
@@ -125,11 +124,6 @@ class AreaScaler:
         """Recompute the analysis pixels [ys, xs] of ``picture`` from ``source``; mark in
         ``changed`` (a block of the picture starting at ``origin``) those that moved by more
         than ``noise``. Returns whether any did."""
-        if self._y.group is not None and self._x.group is not None:
-            from .kernels import update_band  # numba compiles (or loads) it on first use
-
-            return update_band(source, picture, changed, *self._groups32, self._sums,
-                               ys.start, ys.stop, xs.start, xs.stop, origin[0], origin[1], noise)
         new, old = self.block(source, ys, xs), picture[ys, xs]
         moved = (np.maximum(new, old) - np.minimum(new, old)) > noise
         oy, ox = origin

@@ -97,15 +97,15 @@ def test_diffing_source_frames_through_the_scaler_equals_diffing_its_whole_frame
 
 @pytest.mark.parametrize("width", [96, 92, 90, 89])  # rows of 8-, 4-, 2- and 1-byte words
 def test_changed_bands_are_the_differing_rows_split_at_gaps_with_their_column_ends(width):
-    """The compiled compare must find what comparing every word would: rows that differ,
-    grouped into bands split where more than BAND_GAP_PX rows apart, and the first and last
-    differing word of each band, on padded planes (a view, as the decoder's are)."""
-    from pipeline.diff import BAND_GAP_PX
-    from pipeline.kernels import changed_bands
+    """The diff rescales bands: rows that differ, split where more than BAND_GAP_PX rows
+    apart, from the first to the last differing word of the band, on padded planes (views,
+    as the decoder's are). Through a 1:1 scaler the bands are those source pixels."""
+    from pipeline.diff import BAND_GAP_PX, _changed_cells
+    from pipeline.luma import AreaScaler
 
     rng = np.random.default_rng(width)
     k = next(k for k in (8, 4, 2, 1) if width % k == 0)
-    word = np.dtype(f"u{k}")
+    scaler = AreaScaler((160, width), (160, width))
     for n in range(150):
         a = np.zeros((160, width + 24), np.uint8)
         a[:, :width] = rng.integers(0, 256, (160, width))
@@ -115,24 +115,23 @@ def test_changed_bands_are_the_differing_rows_split_at_gaps_with_their_column_en
         for _ in range(rng.integers(0, 4) if n >= 2 else 0):
             y, x = rng.integers(0, 160), rng.integers(0, width)
             b[y:y + rng.integers(1, 50), x:x + rng.integers(1, 20)] ^= np.uint8(rng.integers(1, 256))
-        prev, cur = a[:, :width].view(word), b[:, :width].view(word)
-        found = np.empty((160, 4), np.int64)
-        got = found[:changed_bands(prev, cur, found, BAND_GAP_PX)].tolist()
+        prev, cur = a[:, :width], b[:, :width]
+        found = _changed_cells(prev, cur, scaler)
+        got = [] if found is None else [(ys.start, ys.stop, xs.start, xs.stop) for ys, xs in found[1]]
         differs = prev != cur
         rows = np.flatnonzero(differs.any(axis=1))
         want = []
         for group in np.split(rows, np.flatnonzero(np.diff(rows) > BAND_GAP_PX) + 1) if rows.size else []:
             cols = np.flatnonzero(differs[group[0]:group[-1] + 1].any(axis=0))
-            want.append([int(group[0]), int(group[-1]), int(cols[0]), int(cols[-1])])
+            want.append((int(group[0]), int(group[-1]) + 1, int(cols[0]) // k * k, (int(cols[-1]) // k + 1) * k))
         assert got == want
 
 
-def test_cell_means_of_a_block_are_those_of_the_whole_picture():
-    """The diff recomputes the cell means of the changed block only (a compiled loop): they
-    must be the whole picture's, rounded half to even, edge cells summing the pixels they
-    have. Cells (0, 0) and (0, 1) hold exact halves, 0.5 and 1.5."""
-    from pipeline import kernels
-    from pipeline.diff import CELL, cell_means
+def test_cell_means_are_recomputed_where_bands_touch_and_kept_elsewhere():
+    """After a frame the diff recomputes only the cells its bands touch: they must be the
+    whole picture's means (rounded half to even, edge cells summing the pixels they have),
+    and the others untouched. Cells (0, 0) and (0, 1) hold exact halves, 0.5 and 1.5."""
+    from pipeline.diff import CELL, _update_means, cell_means
 
     rng = np.random.default_rng(11)
     for h, w in ((64, 96), (61, 93)):
@@ -142,12 +141,16 @@ def test_cell_means_of_a_block_are_those_of_the_whole_picture():
         whole = cell_means(picture).reshape(cells_shape(w, h))
         assert whole[0, 0] == 0 and whole[0, 1] == 2
         for n in range(60):
-            cy0, cx0 = rng.integers(0, whole.shape[0]), rng.integers(0, whole.shape[1])
-            cy1, cx1 = rng.integers(cy0 + 1, whole.shape[0] + 1), rng.integers(cx0 + 1, whole.shape[1] + 1)
-            if n == 0:  # the whole grid, halves and edges included
-                cy0, cx0, (cy1, cx1) = 0, 0, whole.shape
+            bands = []
+            for _ in range(rng.integers(1, 4)):
+                y0, x0 = rng.integers(0, h), rng.integers(0, w)
+                bands.append((slice(y0, rng.integers(y0 + 1, h + 1)), slice(x0, rng.integers(x0 + 1, w + 1))))
+            if n == 0:  # the whole picture, halves and edges included
+                bands = [(slice(0, h), slice(0, w))]
             means = np.full(whole.shape, 7, np.uint8)
-            kernels.cell_means(picture, cy0, cy1, cx0, cx1, CELL, means)
+            _update_means(picture, means, bands)
             expected = np.full(whole.shape, 7, np.uint8)
-            expected[cy0:cy1, cx0:cx1] = whole[cy0:cy1, cx0:cx1]
+            for ys, xs in bands:
+                cells = slice(ys.start // CELL, -(-ys.stop // CELL)), slice(xs.start // CELL, -(-xs.stop // CELL))
+                expected[cells] = whole[cells]
             assert np.array_equal(means, expected)
