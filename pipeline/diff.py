@@ -240,8 +240,9 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     copied). Without ``scaler_of`` they are the analysis frames; with it, they are source
     luma planes (views of the decoder's frames) and the scaler it returns (asked once the
     first frame is at hand: a decoder knows the source's size and range only then) makes the
-    analysis pixels of the block where a frame differs from the previous one. Only that
-    block is examined: outside it nothing changed, so neither did the cells' means.
+    analysis pixels of the bands where a frame differs from the previous one. Only the
+    block around them is examined, and only the cells the bands touch get new means:
+    elsewhere nothing changed, so neither did the cells' means.
     """
     prev = picture = scaler = None  # the previous source frame; the current analysis frame
     means = recorded = None  # cell means of the current frame / as last reported (2-D views)

@@ -73,7 +73,7 @@ def test_analysis_frames_match_ffmpegs_own_area_scale_and_range_stretch(tmp_path
 
 @pytest.mark.parametrize("source,analysis", RATIOS)
 def test_updating_a_band_in_place_gives_its_block_and_marks_what_moved(source, analysis):
-    """The diff recomputes changed bands in place (a compiled loop for group ratios): the band
+    """The diff recomputes changed bands in place (AreaScaler.update): the band
     must become exactly scaler.block's pixels, nothing outside it may change, and the marks
     must be the pixels that moved by more than the noise level, read from a padded plane as
     the decoder's are."""
