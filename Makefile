@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test score bench clean
 
-$(BIN)/sopline: pyproject.toml
+# hatch_build.py compiles pipeline/_tiles.c at install: a changed kernel needs a reinstall
+$(BIN)/sopline: pyproject.toml hatch_build.py pipeline/_tiles.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

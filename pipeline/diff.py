@@ -10,9 +10,11 @@ filtering (ambient clocks, grouping into events) needs the whole timeline and
 lives in keyframes.py.
 
 In the build the frames are the decoder's luma planes at source size: the
-comparison with the previous frame runs on them (machine words), and only the
-bands that differ are turned into analysis pixels (luma.py) in a picture kept
-between frames, so an unchanged frame costs one memory compare.
+comparison with the previous frame runs on them, and only the parts that differ
+are turned into analysis pixels (luma.py) in a picture kept between frames, so an
+unchanged frame costs one memory compare. The compiled kernel (_tiles.c) does
+that, the cell means and the fade check tile by tile in one call; the numpy path
+(bands of rows, machine words) computes the same integers where it is not built.
 
 Memory is bounded by the screen size: only blobs of changed frames are kept,
 and the ambient statistics are one counter per cell.
@@ -242,13 +244,15 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     first frame is at hand: a decoder knows the source's size and range only then) makes the
     analysis pixels of the bands where a frame differs from the previous one. Only the
     block around them is examined, and only the cells the bands touch get new means:
-    elsewhere nothing changed, so neither did the cells' means.
+    elsewhere nothing changed, so neither did the cells' means. With the compiled kernel
+    (AreaScaler.tile_kernel) the same happens per tile, in one call per frame.
     """
-    prev = picture = scaler = None  # the previous source frame; the current analysis frame
-    means = recorded = None  # cell means of the current frame / as last reported (2-D views)
+    prev = picture = scaler = kernel = None  # the previous source frame; the current analysis frame
+    means = recorded = marks = cell_marks = None  # cell means now / as last reported (2-D); the kernel's marks
     for index, frame in enumerate(frames):
         if scaler is None:
             scaler = scaler_of() if scaler_of is not None else AreaScaler(np.shape(frame), np.shape(frame))
+            kernel = scaler.tile_kernel(CELL)
         if scaler.identity:
             frame = np.ascontiguousarray(frame, np.uint8)
         if prev is None:
@@ -257,55 +261,81 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             grid_h, grid_w = cells_shape(picture.shape[1], picture.shape[0])
             means = cell_means(picture).reshape(grid_h, grid_w)
             recorded = means.copy()
+            if kernel is not None:
+                marks, cell_marks = np.zeros(picture.shape, bool), np.zeros(means.shape, bool)
             if first is not None:
                 first.means = recorded.ravel().copy()
             if ambient is not None:
                 ambient.add(index, None)
             continue
-        found = _changed_cells(prev, frame, scaler)
-        prev = frame
-        if found is None:
-            if ambient is not None:
-                ambient.add(index, None)
-            continue
-        block, bands = found
-        cy0, cy1, cx0, cx1 = block
-        ys = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0]))
-        xs = slice(cx0 * CELL, min(cx1 * CELL, picture.shape[1]))
-        if scaler.identity:
-            now, before = frame[ys, xs], picture[ys, xs]
-            picture = frame
-            changed = (np.maximum(now, before) - np.minimum(now, before)) > NOISE_LEVEL
-            moved = changed.any()
-        else:  # only the bands' analysis pixels can have changed
-            changed = np.zeros((ys.stop - ys.start, xs.stop - xs.start), bool)
-            moved = False
-            for band_ys, band_xs in bands:
-                moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), NOISE_LEVEL)
-        _update_means(picture, means, bands)
+        if kernel is not None:  # compiled: the same pixels, marks and means, tile by tile
+            found = kernel(frame, prev, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
+            prev = frame
+            if found is None:
+                if ambient is not None:
+                    ambient.add(index, None)
+                continue
+            moved, block, drifted = found
+            cy0, cy1, cx0, cx1 = block
+            changed = marks[cy0 * CELL:min(cy1 * CELL, picture.shape[0]), cx0 * CELL:min(cx1 * CELL, picture.shape[1])]
+        else:
+            found = _changed_cells(prev, frame, scaler)
+            prev = frame
+            if found is None:
+                if ambient is not None:
+                    ambient.add(index, None)
+                continue
+            block, bands = found
+            cy0, cy1, cx0, cx1 = block
+            ys = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0]))
+            xs = slice(cx0 * CELL, min(cx1 * CELL, picture.shape[1]))
+            if scaler.identity:
+                now, before = frame[ys, xs], picture[ys, xs]
+                picture = frame
+                changed = (np.maximum(now, before) - np.minimum(now, before)) > NOISE_LEVEL
+                moved = changed.any()
+            else:  # only the bands' analysis pixels can have changed
+                changed = np.zeros((ys.stop - ys.start, xs.stop - xs.start), bool)
+                moved = False
+                for band_ys, band_xs in bands:
+                    moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), NOISE_LEVEL)
+            _update_means(picture, means, bands)
+            drifted = None
         if not moved:
             if ambient is not None:
                 ambient.add(index, None)
-            drift = _drift(means, recorded, block, set())
+            drift = drifted if drifted is not None else _drift(means, recorded, block)
             if drift:
                 yield FrameDiff(index, (), drift)
             continue
-        block_mask = _cell_sums(changed.view(np.uint8)) > 0
-        if ambient is not None:
-            cell_mask = np.zeros(means.shape, bool)
-            cell_mask[cy0:cy1, cx0:cx1] = block_mask
-            ambient.add(index, cell_mask)
+        if kernel is not None:
+            block_mask = cell_marks[cy0:cy1, cx0:cx1]
+            if ambient is not None:
+                ambient.add(index, cell_marks)
+        else:
+            block_mask = _cell_sums(changed.view(np.uint8)) > 0
+            if ambient is not None:
+                cell_mask = np.zeros(means.shape, bool)
+                cell_mask[cy0:cy1, cx0:cx1] = block_mask
+                ambient.add(index, cell_mask)
         flat_means = means.ravel()
         blobs = tuple(_blobs(changed, block_mask, (cy0, cx0), grid_w, scale, flat_means))
-        yield FrameDiff(index, blobs, _drift(means, recorded, block, {c for b in blobs for c in b.cells}))
+        if kernel is not None:  # the kernel only sets marks
+            changed[:] = False
+            block_mask[:] = False
+        if drifted is None:
+            drifted = _drift(means, recorded, block)
+        if drifted:  # cells a blob reports already are not a fade
+            reported = {c for b in blobs for c in b.cells}
+            drifted = tuple(pair for pair in drifted if pair[0] not in reported)
+        yield FrameDiff(index, blobs, drifted)
     if ambient is not None:
         ambient.finish()
 
 
-def _drift(means: np.ndarray, recorded: np.ndarray, block: tuple[int, int, int, int],
-           reported: set[int]) -> tuple[tuple[int, int], ...]:
-    """Cells of the block whose mean moved more than DRIFT_LEVEL since last recorded, minus
-    those a blob already reports; updates `recorded` in place. Cells outside the block kept
+def _drift(means: np.ndarray, recorded: np.ndarray, block: tuple[int, int, int, int]) -> tuple[tuple[int, int], ...]:
+    """Cells of the block whose mean moved more than DRIFT_LEVEL since last recorded, in cell
+    order, with their new mean; updates `recorded` in place. Cells outside the block kept
     their means, which were within DRIFT_LEVEL of `recorded` after the previous frame."""
     cy0, cy1, cx0, cx1 = block
     now, then = means[cy0:cy1, cx0:cx1], recorded[cy0:cy1, cx0:cx1]
@@ -315,4 +345,4 @@ def _drift(means: np.ndarray, recorded: np.ndarray, block: tuple[int, int, int, 
     then[moved] = now[moved]
     ys, xs = np.nonzero(moved)
     flat = ((ys + cy0) * means.shape[1] + xs + cx0).tolist()
-    return tuple((c, v) for c, v in zip(flat, now[moved].tolist()) if c not in reported)
+    return tuple(zip(flat, now[moved].tolist()))

@@ -8,14 +8,23 @@ line, a dialog at a time. Here the decoder's own luma plane is compared with the
 one (machine words, no copy), and only the analysis pixels whose source pixels changed are
 recomputed, with the same area average and range stretch, into a picture kept between
 frames. An unchanged source pixel leaves every analysis pixel it feeds unchanged, so the
-picture is always the whole frame's.
+picture is always the whole frame's. For ratios in small integer groups (1280 -> 960,
+1920 -> 960) a compiled kernel (_tiles.c, built at install where a C compiler is) does the
+compare, the rescale and the cell means in one pass per frame; numpy does the same otherwise.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
+
+try:  # the compiled kernel (pipeline/_tiles.c); without a C compiler at install, numpy does it all
+    from . import _tiles
+except ImportError:
+    _tiles = None
 
 # Limited-range luma 16..235 stretched to 0..255 (rounded), as ffmpeg's gray conversion does,
 # so the analysis thresholds mean the same gray levels for every recording.
@@ -23,6 +32,7 @@ TV_TO_PC = np.clip(np.floor((np.arange(256) - 16) * 255 / 219 + 0.5), 0, 255).as
 
 
 MAX_GROUP = 16  # source pixels per repeating group worth exact integer weights
+TILE_MIN_SOURCE = (16, 64)  # source rows, columns: a tile is at least an x264 macroblock row tall
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,10 @@ class AreaScaler:
     with no levels is the identity: the frames are analysis frames already.
     """
 
-    def __init__(self, source_hw: tuple[int, int], analysis_hw: tuple[int, int], levels: np.ndarray | None = None):
+    def __init__(self, source_hw: tuple[int, int], analysis_hw: tuple[int, int], levels: np.ndarray | None = None,
+                 compiled: bool = True):
         self.source_hw, self.analysis_hw = tuple(source_hw), tuple(analysis_hw)
+        self.compiled = compiled and _tiles is not None
         self.levels = levels
         self.identity = self.source_hw == self.analysis_hw and levels is None
         self._y = _axis(self.source_hw[0], self.analysis_hw[0])
@@ -86,6 +98,28 @@ class AreaScaler:
         self._span_maps = tuple(
             (np.searchsorted(ax.last, np.arange(n)), np.searchsorted(ax.first, np.arange(n), "right"))
             for ax, n in ((self._y, self.source_hw[0]), (self._x, self.source_hw[1])))
+
+    def tile_kernel(self, cell: int) -> Callable | None:
+        """The compiled update of a frame, tile by tile, for cells of ``cell`` analysis pixels:
+        ``kernel(source, previous, picture, changed, cell_marks, means, recorded, noise, drift)``
+        recomputes the analysis pixels, cell means and marks (set in ``changed`` for pixels that
+        moved by more than ``noise``, in ``cell_marks`` for their cells) of the tiles where
+        ``source`` differs from ``previous``. It returns None when no tile does, else (moved,
+        (cy0, cy1, cx0, cx1), drifted): whether any pixel moved, the block of cells around those
+        tiles, and ((cell, mean), ...) of their cells whose mean moved more than ``drift`` from
+        ``recorded`` (which it updates). None when not compiled, or for a ratio without small
+        integer groups: the numpy path then."""
+        if not self.compiled or self.identity or self._y.group is None or self._x.group is None:
+            return None
+        sizes = []
+        for group, least in zip((self._y.group, self._x.group), TILE_MIN_SOURCE):
+            p, q = group.shape
+            step = cell // math.gcd(q, cell)  # groups per whole number of cells
+            sizes.append(step * max(1, -(-least // (step * p))))
+        (py, qy), (px, qx) = self._y.group.shape, self._x.group.shape
+        params = (np.ascontiguousarray(self._y.group, np.int64), np.ascontiguousarray(self._x.group, np.int64),
+                  self._sums, py, qy, px, qx, *sizes, cell)
+        return partial(_tiles.update_tiles, params)
 
     def analysis_span(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
         """Analysis pixels (a0, a1 exclusive) fed by source pixels lo..hi (inclusive) of an axis."""

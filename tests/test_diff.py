@@ -74,25 +74,97 @@ def _screen_session(rng, h, w, n):
 
 
 def test_diffing_source_frames_through_the_scaler_equals_diffing_its_whole_frames():
-    """The build diffs the decoder's luma planes and scales only the changed bands: every
-    blob, drift report, ambient count and first-frame fingerprint must be what diffing the
-    fully scaled frames gives, for the ratios recordings have (4:3, 2:1, odd, 1:1 range-only)."""
-    from pipeline.diff import FirstFrame
-    from pipeline.luma import TV_TO_PC, AreaScaler
+    """The build diffs the decoder's luma planes and scales only what changed, with the
+    compiled kernel (tile by tile) or numpy (band by band): every blob, drift report, ambient
+    count and first-frame fingerprint must be what diffing the fully scaled frames gives, for
+    the ratios recordings have (4:3, 2:1, odd, 1:1 range-only), sizes that cut the last tile
+    and cell short, and planes with padded rows as decoders give them."""
+    from pipeline.diff import CELL, FirstFrame
+    from pipeline.luma import TV_TO_PC, AreaScaler, _tiles
 
     rng = np.random.default_rng(7)
     for source, analysis, levels in [((96, 128), (72, 96), TV_TO_PC), ((120, 200), (60, 100), None),
-                                     ((77, 139), (54, 96), TV_TO_PC), ((64, 80), (64, 80), TV_TO_PC)]:
-        scaler = AreaScaler(source, analysis, levels)
+                                     ((100, 140), (75, 105), TV_TO_PC), ((77, 139), (54, 96), TV_TO_PC),
+                                     ((64, 80), (64, 80), TV_TO_PC)]:
+        compiled, numpy_only = AreaScaler(source, analysis, levels), AreaScaler(source, analysis, levels, compiled=False)
+        grouped = source != (77, 139)
+        assert (compiled.tile_kernel(CELL) is not None) == (grouped and _tiles is not None)
+        assert numpy_only.tile_kernel(CELL) is None
         for _ in range(8):
             frames = _screen_session(rng, *source, 40)
+            padded = [np.pad(f, ((0, 0), (0, 24)), constant_values=255)[:, :source[1]] for f in frames]
             runs = []
-            for inputs, scaler_of in ((frames, lambda: scaler), ([scaler.full(f) for f in frames], None)):
+            for inputs, scaler_of in ((padded, lambda: compiled), (frames, lambda: numpy_only),
+                                      ([compiled.full(f) for f in frames], None)):
                 counter, first = AmbientCounter(cells_shape(analysis[1], analysis[0]), 10), FirstFrame()
                 diffs = list(diff_frames(inputs, 1.5, counter, first, scaler_of))
                 runs.append((diffs, counter.counts.tolist(), first.means.tolist()))
-            assert runs[0] == runs[1]
+            assert runs[0] == runs[2]
+            assert runs[1] == runs[2]
             assert runs[0][0], "the sequence must have changes to compare"
+
+
+def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
+    """After each frame the kernel's picture and cell means are the whole frame's, its marks
+    are the pixels that moved and their cells, its block covers them, its drift is what numpy finds over the
+    whole grid (recorded updated alike), and an identical frame returns None."""
+    from pipeline.diff import CELL, DRIFT_LEVEL, NOISE_LEVEL, _cell_sums, _drift, cell_means
+    from pipeline.luma import TV_TO_PC, AreaScaler, _tiles
+
+    if _tiles is None:
+        pytest.skip("built without a C compiler (or SOPLINE_PURE_PYTHON): the numpy path runs alone")
+    rng = np.random.default_rng(3)
+    scaler = AreaScaler((100, 140), (75, 105), TV_TO_PC)
+    kernel = scaler.tile_kernel(CELL)
+    frames = _screen_session(rng, 100, 140, 80)
+    grid = cells_shape(105, 75)
+    picture = scaler.full(frames[0])
+    means = cell_means(picture).reshape(grid)
+    recorded, expected_recorded = means.copy(), means.copy()
+    drifts = 0
+    for before, now in zip(frames, frames[1:]):
+        marks, cell_marks = np.zeros(picture.shape, bool), np.zeros(grid, bool)
+        old = picture.copy()
+        found = kernel(now, before, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
+        whole = scaler.full(now)
+        assert np.array_equal(picture, whole)
+        assert np.array_equal(means.ravel(), cell_means(whole))
+        moved = np.abs(whole.astype(int) - old) > NOISE_LEVEL
+        assert np.array_equal(marks, moved)
+        assert np.array_equal(cell_marks, _cell_sums(moved.astype(np.uint8)) > 0)
+        expected_drift = _drift(means, expected_recorded, (0, grid[0], 0, grid[1]))
+        assert np.array_equal(recorded, expected_recorded)
+        if np.array_equal(before, now):
+            assert found is None and expected_drift == ()
+            continue
+        any_moved, (cy0, cy1, cx0, cx1), drift = found
+        assert any_moved == moved.any()
+        assert drift == expected_drift
+        drifts += bool(drift)
+        ys, xs = np.nonzero(moved)
+        assert ((ys // CELL >= cy0) & (ys // CELL < cy1) & (xs // CELL >= cx0) & (xs // CELL < cx1)).all()
+    assert drifts, "the session must have fades to compare"
+    with pytest.raises(ValueError, match="shapes"):  # a wrong size must not read past a buffer
+        kernel(frames[1][:96], frames[0][:96], picture, np.zeros(picture.shape, bool), np.zeros(grid, bool), means,
+               recorded, NOISE_LEVEL, DRIFT_LEVEL)
+
+
+def test_the_compiled_kernel_is_built():
+    """`pip install` compiles pipeline/_tiles.c (hatch_build.py) where a C compiler exists, as
+    on CI: a silent fallback to numpy would cost the analysis twice the CPU (bench/RESULTS.md)."""
+    import os
+    import shutil
+    import sysconfig
+
+    from pipeline.luma import _tiles
+
+    if os.environ.get("SOPLINE_PURE_PYTHON"):
+        pytest.skip("SOPLINE_PURE_PYTHON: built without the kernel on purpose")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if not (shutil.which(compiler) and os.path.exists(headers)):
+        pytest.skip(f"no C compiler ({compiler}) or Python headers here: the numpy path runs")
+    assert _tiles is not None, "a C compiler and Python's headers are here, yet the kernel was not built"
 
 
 @pytest.mark.parametrize("width", [96, 92, 90, 89])  # rows of 8-, 4-, 2- and 1-byte words

@@ -1,0 +1,367 @@
+/* Compiled kernel of the frame analysis (pipeline/luma.py, diff.py): one pass over a source
+ * luma plane that finds the tiles differing from the previous plane and recomputes only their
+ * analysis pixels, change marks and cell means.
+ *
+ * Why C: per frame the analysis may add little CPU over decoding (issue 6), and numpy spends
+ * most of it in call overhead on small bands. Why plain C with the buffer protocol: no numpy
+ * headers, no JIT runtime, nothing to load (numba cost every process 110 MB; bench/RESULTS.md).
+ * The numpy path in luma.py / diff.py stays the reference; tests compare the two exactly.
+ *
+ * The source is whole groups of p source pixels making q analysis pixels per axis (1280 -> 960:
+ * 4 -> 3), each analysis pixel an integer-weighted sum of its group's pixels. A tile is a whole
+ * number of groups on each axis and of cells (cell x cell analysis pixels), so tiles never
+ * share an analysis pixel or a cell (frame edges aside, where both are cut short).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_P 16
+
+typedef struct {
+    int n;
+    int offset[MAX_P];
+    int weight[MAX_P];
+} taps_t;
+
+/* group weights (p x q, int64, C order) -> per output pixel j of a group, its non-zero taps */
+static int read_plan(Py_buffer *group, int p, int q, taps_t *plan)
+{
+    const int64_t *w = (const int64_t *)group->buf;
+    if (p < 1 || p > MAX_P || q < 1 || q > p || group->len != (Py_ssize_t)(p * q * sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "group weights do not match p x q");
+        return -1;
+    }
+    for (int j = 0; j < q; j++) {
+        int64_t total = 0;
+        plan[j].n = 0;
+        for (int t = 0; t < p; t++) {
+            int64_t v = w[t * q + j];
+            if (v) {
+                plan[j].offset[plan[j].n] = t;
+                plan[j].weight[plan[j].n] = (int)v;
+                plan[j].n++;
+                total += v < 0 ? -(int64_t)MAX_P * MAX_P : v;  /* a negative weight fails the sum */
+            }
+        }
+        if (total != p) {
+            PyErr_SetString(PyExc_ValueError, "group weights must be p per analysis pixel");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_2d(Py_buffer *b, Py_ssize_t itemsize, const char *what)
+{
+    if (b->ndim != 2 || b->itemsize != itemsize || b->strides[1] != itemsize || b->strides[0] < b->shape[1] * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s must be a 2-D array with contiguous rows", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Half to even, as numpy's rint of the float32 mean (exact: the area is a power of two). */
+static inline uint8_t cell_mean(uint32_t sum, uint32_t area)
+{
+    uint32_t q = sum / area, r = sum % area;
+    if (2 * r > area || (2 * r == area && (q & 1)))
+        q++;
+    return (uint8_t)q;
+}
+
+/* Every ratio worth groups here has at most two taps per analysis pixel on an axis (4 -> 3,
+ * 2 -> 1; 1 -> 1 is padded with a zero weight): those loops have a fixed shape, the common
+ * groups a fixed size too. Anything else takes the general loop. */
+static int pad_to_two(taps_t *plan, int q)
+{
+    for (int j = 0; j < q; j++)
+        if (plan[j].n > 2)
+            return 0;
+    for (int j = 0; j < q; j++)
+        if (plan[j].n == 1) {
+            plan[j].offset[1] = plan[j].offset[0];
+            plan[j].weight[1] = 0;
+            plan[j].n = 2;
+        }
+    return 1;
+}
+
+/* The area weights of 4 -> 3 (1280 -> 960, 1440 -> 1080...) and 2 -> 1 (1920 -> 960) as
+ * constants: the loops compile to a few instructions per pixel. Kept out of line so their
+ * registers are their own. */
+static const int AREA_4_3[3][2][2] = {{{0, 3}, {1, 1}}, {{1, 2}, {2, 2}}, {{2, 1}, {3, 3}}};  /* (offset, weight) */
+
+static int is_area_4_3(const taps_t *plan)
+{
+    for (int i = 0; i < 3; i++)
+        for (int n = 0; n < 2; n++)
+            if (plan[i].offset[n] != AREA_4_3[i][n][0] || plan[i].weight[n] != AREA_4_3[i][n][1])
+                return 0;
+    return 1;
+}
+
+static int is_area_2_1(const taps_t *plan)
+{
+    return plan[0].offset[0] == 0 && plan[0].weight[0] == 1 && plan[0].offset[1] == 1 && plan[0].weight[1] == 1;
+}
+
+__attribute__((noinline)) static void across_area_4_3(const uint8_t *restrict row, uint32_t *restrict out,
+                                                      Py_ssize_t groups)
+{
+    for (Py_ssize_t k = 0; k < groups; k++, row += 4, out += 3) {
+        const uint32_t r0 = row[0], r1 = row[1], r2 = row[2], r3 = row[3];
+        out[0] = 3 * r0 + r1;
+        out[1] = 2 * (r1 + r2);
+        out[2] = r2 + 3 * r3;
+    }
+}
+
+__attribute__((noinline)) static void across_area_2_1(const uint8_t *restrict row, uint32_t *restrict out,
+                                                      Py_ssize_t groups)
+{
+    for (Py_ssize_t k = 0; k < groups; k++)
+        out[k] = (uint32_t)row[2 * k] + row[2 * k + 1];
+}
+
+static void across(const uint8_t *row, uint32_t *out, Py_ssize_t groups, int p, int q, const taps_t *plan,
+                   int kind)
+{
+    if (kind == 43)
+        return across_area_4_3(row, out, groups);
+    if (kind == 21)
+        return across_area_2_1(row, out, groups);
+    for (Py_ssize_t k = 0; k < groups; k++, row += p, out += q)
+        for (int i = 0; i < q; i++) {
+            uint32_t s = 0;
+            for (int n = 0; n < plan[i].n; n++)
+                s += (uint32_t)plan[i].weight[n] * row[plan[i].offset[n]];
+            out[i] = s;
+        }
+}
+
+/* One analysis row of a tile from the horizontal sums of its group's source rows: the gray
+ * level, a mark where it moved by more than noise, the picture updated. Returns whether any moved. */
+__attribute__((noinline)) static int down(const uint32_t *restrict hsum, int stride, const taps_t *tap, int two_taps, const uint8_t *restrict lut,
+                uint8_t *restrict picture, uint8_t *restrict marks, Py_ssize_t width, int noise)
+{
+    int moved = 0;
+    if (two_taps) {
+        const uint32_t *restrict h0 = hsum + (size_t)tap->offset[0] * stride;
+        const uint32_t *restrict h1 = hsum + (size_t)tap->offset[1] * stride;
+        const uint32_t w0 = (uint32_t)tap->weight[0], w1 = (uint32_t)tap->weight[1];
+        for (Py_ssize_t x = 0; x < width; x++) {
+            const int v = lut[w0 * h0[x] + w1 * h1[x]], old = picture[x];
+            const int m = (v > old ? v - old : old - v) > noise;
+            marks[x] |= (uint8_t)m;
+            moved |= m;
+            picture[x] = (uint8_t)v;
+        }
+        return moved;
+    }
+    for (Py_ssize_t x = 0; x < width; x++) {
+        uint32_t s = 0;
+        for (int n = 0; n < tap->n; n++)
+            s += (uint32_t)tap->weight[n] * hsum[(size_t)tap->offset[n] * stride + x];
+        const int v = lut[s], old = picture[x];
+        const int m = (v > old ? v - old : old - v) > noise;
+        marks[x] |= (uint8_t)m;
+        moved |= m;
+        picture[x] = (uint8_t)v;
+    }
+    return moved;
+}
+
+typedef struct {
+    Py_ssize_t flat;
+    int value;
+} drift_t;
+
+static int by_cell(const void *a, const void *b)
+{
+    const Py_ssize_t x = ((const drift_t *)a)->flat, y = ((const drift_t *)b)->flat;
+    return (x > y) - (x < y);
+}
+
+static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer src = {0}, prev = {0}, pic = {0}, changed = {0}, cell_marks = {0}, means = {0}, recorded = {0}, gy = {0},
+              gx = {0}, lut = {0};
+    int py, qy, px, qx, tile_gy, tile_gx, cell, noise, drift_level;
+    PyObject *params, *result = NULL;
+    uint32_t *hsum = NULL;
+    uint8_t *dirty = NULL;
+    drift_t *drifted = NULL;
+
+    PyObject *objs[7];
+    if (!PyArg_ParseTuple(args, "O!OOOOOOOii", &PyTuple_Type, &params, &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6], &noise, &drift_level))
+        return NULL;
+    if (!PyArg_ParseTuple(params, "y*y*y*iiiiiii", &gy, &gx, &lut, &py, &qy, &px, &qx, &tile_gy, &tile_gx, &cell))
+        return NULL;
+    /* strided views: a decoder's plane has padded rows */
+    Py_buffer *arrays[7] = {&src, &prev, &pic, &changed, &cell_marks, &means, &recorded};
+    for (int i = 0; i < 7; i++)
+        if (PyObject_GetBuffer(objs[i], arrays[i], PyBUF_STRIDES | PyBUF_FORMAT | (i >= 2 ? PyBUF_WRITABLE : 0)) < 0)
+            goto done;
+
+    taps_t plan_y[MAX_P], plan_x[MAX_P];
+    if (read_plan(&gy, py, qy, plan_y) < 0 || read_plan(&gx, px, qx, plan_x) < 0)
+        goto done;
+    const int two_taps = pad_to_two(plan_y, qy) & pad_to_two(plan_x, qx);
+    const int kind_x = !two_taps ? 0 : px == 4 && qx == 3 && is_area_4_3(plan_x) ? 43 : px == 2 && qx == 1 && is_area_2_1(plan_x) ? 21 : 0;
+    if (check_2d(&src, 1, "source") < 0 || check_2d(&prev, 1, "previous") < 0 || check_2d(&pic, 1, "picture") < 0
+        || check_2d(&changed, 1, "changed") < 0 || check_2d(&cell_marks, 1, "cell marks") < 0
+        || check_2d(&means, 1, "means") < 0
+        || check_2d(&recorded, 1, "recorded") < 0)
+        goto done;
+    const Py_ssize_t sh = src.shape[0], sw = src.shape[1], ah = pic.shape[0], aw = pic.shape[1];
+    const Py_ssize_t ch = means.shape[0], cw = means.shape[1];
+    if (cell < 1 || cell > 16 || (cell & (cell - 1)) || tile_gy < 1 || tile_gx < 1 || (tile_gy * qy) % cell
+        || (tile_gx * qx) % cell || prev.shape[0] != sh || prev.shape[1] != sw || sh % py || sw % px
+        || ah != sh / py * qy || aw != sw / px * qx || changed.shape[0] != ah || changed.shape[1] != aw
+        || ch != (ah + cell - 1) / cell || cw != (aw + cell - 1) / cell || recorded.shape[0] != ch
+        || recorded.shape[1] != cw || cell_marks.shape[0] != ch || cell_marks.shape[1] != cw) {
+        PyErr_SetString(PyExc_ValueError, "array shapes do not match the groups and tiles");
+        goto done;
+    }
+    if (lut.len < (Py_ssize_t)(255 * py * px + 1)) {
+        PyErr_SetString(PyExc_ValueError, "the lookup table is too short for the group area");
+        goto done;
+    }
+    const uint8_t *lut_p = (const uint8_t *)lut.buf;
+    const Py_ssize_t ss = src.strides[0], ps = prev.strides[0], as = pic.strides[0], cs = changed.strides[0],
+                     ms = means.strides[0], rs = recorded.strides[0], ks = cell_marks.strides[0];
+    const int tile_sh = tile_gy * py, tile_sw = tile_gx * px;  /* source pixels per tile */
+    const int tile_aw = tile_gx * qx;  /* analysis pixels per tile row */
+    hsum = PyMem_Malloc(sizeof(uint32_t) * (size_t)py * (size_t)tile_aw);
+    drifted = PyMem_Malloc(sizeof(drift_t) * (size_t)(ch * cw));
+    if (!hsum || !drifted) {
+        PyErr_NoMemory();
+        goto done;
+    }
+
+    /* which tiles differ: rows in memory order (a tile's rows are a frame width apart), a
+     * whole row compared at once first: most rows of a screen recording did not change */
+    const Py_ssize_t tiles_y = (sh + tile_sh - 1) / tile_sh, tiles_x = (sw + tile_sw - 1) / tile_sw;
+    dirty = PyMem_Calloc((size_t)(tiles_y * tiles_x), 1);
+    if (!dirty) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int any = 0, moved = 0;
+    Py_ssize_t n_drifted = 0;
+    Py_ssize_t cy0 = ch, cy1 = 0, cx0 = cw, cx1 = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t y = 0; y < sh; y++) {
+        const uint8_t *a = (const uint8_t *)src.buf + y * ss, *b = (const uint8_t *)prev.buf + y * ps;
+        if (memcmp(a, b, (size_t)sw) == 0)
+            continue;
+        uint8_t *flags = dirty + (y / tile_sh) * tiles_x;
+        for (Py_ssize_t tx = 0; tx < tiles_x; tx++) {
+            const Py_ssize_t x0 = tx * tile_sw, x1 = x0 + tile_sw < sw ? x0 + tile_sw : sw;
+            if (!flags[tx] && memcmp(a + x0, b + x0, (size_t)(x1 - x0)) != 0)
+                flags[tx] = 1;
+        }
+    }
+    for (Py_ssize_t sy0 = 0; sy0 < sh; sy0 += tile_sh) {
+        const Py_ssize_t sy1 = sy0 + tile_sh < sh ? sy0 + tile_sh : sh;
+        for (Py_ssize_t sx0 = 0; sx0 < sw; sx0 += tile_sw) {
+            const Py_ssize_t sx1 = sx0 + tile_sw < sw ? sx0 + tile_sw : sw;
+            if (!dirty[(sy0 / tile_sh) * tiles_x + sx0 / tile_sw])
+                continue;
+            any = 1;
+            /* the tile's analysis pixels: group by group */
+            const Py_ssize_t ay0 = sy0 / py * qy, ay1 = sy1 / py * qy, ax0 = sx0 / px * qx, ax1 = sx1 / px * qx;
+            const Py_ssize_t groups_x = (sx1 - sx0) / px;
+            for (Py_ssize_t g = sy0 / py; g < sy1 / py; g++) {
+                for (int t = 0; t < py; t++)  /* each source row of the group, summed across */
+                    across((const uint8_t *)src.buf + (g * py + t) * ss + sx0, hsum + (size_t)t * tile_aw, groups_x,
+                           px, qx, plan_x, kind_x);
+                for (int j = 0; j < qy; j++)  /* ...then down */
+                    moved |= down(hsum, tile_aw, &plan_y[j], two_taps, lut_p, (uint8_t *)pic.buf + (g * qy + j) * as + ax0,
+                                  (uint8_t *)changed.buf + (g * qy + j) * cs + ax0, ax1 - ax0, noise);
+            }
+            /* the tile's cells (whole cells: the tile is cell-aligned; an edge cell sums what it has) */
+            for (Py_ssize_t cy = ay0 / cell; cy * cell < ay1; cy++) {
+                for (Py_ssize_t cx = ax0 / cell; cx * cell < ax1; cx++) {
+                    uint32_t sum = 0;
+                    uint8_t marked = 0;
+                    const Py_ssize_t ye = (cy + 1) * cell < ah ? (cy + 1) * cell : ah;
+                    const Py_ssize_t xe = (cx + 1) * cell < aw ? (cx + 1) * cell : aw;
+                    for (Py_ssize_t y = cy * cell; y < ye; y++) {
+                        const uint8_t *prow = (const uint8_t *)pic.buf + y * as;
+                        const uint8_t *mrow = (const uint8_t *)changed.buf + y * cs;
+                        for (Py_ssize_t x = cx * cell; x < xe; x++) {
+                            sum += prow[x];
+                            marked |= mrow[x];
+                        }
+                    }
+                    if (marked)
+                        ((uint8_t *)cell_marks.buf)[cy * ks + cx] = 1;
+                    const uint8_t mean = cell_mean(sum, (uint32_t)(cell * cell));
+                    ((uint8_t *)means.buf)[cy * ms + cx] = mean;
+                    /* a cell whose mean moved more than drift_level since last recorded (a fade) */
+                    uint8_t *then = (uint8_t *)recorded.buf + cy * rs + cx;
+                    if ((mean > *then ? mean - *then : *then - mean) > drift_level) {
+                        *then = mean;
+                        drifted[n_drifted].flat = cy * cw + cx;
+                        drifted[n_drifted].value = mean;
+                        n_drifted++;
+                    }
+                }
+            }
+            const Py_ssize_t ty0 = ay0 / cell, ty1 = (ay1 + cell - 1) / cell, tx0 = ax0 / cell, tx1 = (ax1 + cell - 1) / cell;
+            if (ty0 < cy0) cy0 = ty0;
+            if (ty1 > cy1) cy1 = ty1;
+            if (tx0 < cx0) cx0 = tx0;
+            if (tx1 > cx1) cx1 = tx1;
+        }
+    }
+    qsort(drifted, (size_t)n_drifted, sizeof(drift_t), by_cell);  /* in cell order, as numpy's nonzero */
+    Py_END_ALLOW_THREADS
+    if (!any) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *drift = PyTuple_New(n_drifted);
+    if (!drift)
+        goto done;
+    for (Py_ssize_t i = 0; i < n_drifted; i++) {
+        PyObject *pair = Py_BuildValue("(ni)", drifted[i].flat, drifted[i].value);
+        if (!pair) {
+            Py_DECREF(drift);
+            goto done;
+        }
+        PyTuple_SET_ITEM(drift, i, pair);
+    }
+    result = Py_BuildValue("O(nnnn)N", moved ? Py_True : Py_False, cy0, cy1, cx0, cx1, drift);
+
+done:
+    PyMem_Free(hsum);
+    PyMem_Free(dirty);
+    PyMem_Free(drifted);
+    Py_buffer *all[] = {&src, &prev, &pic, &changed, &cell_marks, &means, &recorded, &gy, &gx, &lut};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (all[i]->obj)
+            PyBuffer_Release(all[i]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"update_tiles", update_tiles, METH_VARARGS,
+     "update_tiles(params, source, previous, picture, changed, cell_marks, means, recorded, noise, drift) -> None | "
+     "(moved, "
+     "(cy0, cy1, cx0, cx1), drifted)\n\n"
+     "params = (group_y, group_x, lut, py, qy, px, qx, tile_gy, tile_gx, cell). Recompute the analysis pixels, "
+     "change marks of pixels and of cells (set, never cleared) and cell means of the tiles where source differs from previous. None when "
+     "no tile does; else whether any analysis pixel moved by more than noise, the block of cells around the tiles "
+     "that differ, and ((cell, mean), ...) for their cells whose mean moved more than drift from recorded "
+     "(updated), in cell order."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tiles", "Compiled kernel of the frame analysis.", -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__tiles(void) { return PyModule_Create(&module); }
