@@ -17,6 +17,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define OUT_OF_LINE __attribute__((noinline))
+#define RESTRICT __restrict__
+#elif defined(_MSC_VER)
+#define OUT_OF_LINE __declspec(noinline)
+#define RESTRICT __restrict
+#else
+#define OUT_OF_LINE
+#define RESTRICT
+#endif
+
 #define MAX_P 16
 
 typedef struct {
@@ -107,7 +118,7 @@ static int is_area_2_1(const taps_t *plan)
     return plan[0].offset[0] == 0 && plan[0].weight[0] == 1 && plan[0].offset[1] == 1 && plan[0].weight[1] == 1;
 }
 
-__attribute__((noinline)) static void across_area_4_3(const uint8_t *restrict row, uint32_t *restrict out,
+OUT_OF_LINE static void across_area_4_3(const uint8_t *RESTRICT row, uint32_t *RESTRICT out,
                                                       Py_ssize_t groups)
 {
     for (Py_ssize_t k = 0; k < groups; k++, row += 4, out += 3) {
@@ -118,7 +129,7 @@ __attribute__((noinline)) static void across_area_4_3(const uint8_t *restrict ro
     }
 }
 
-__attribute__((noinline)) static void across_area_2_1(const uint8_t *restrict row, uint32_t *restrict out,
+OUT_OF_LINE static void across_area_2_1(const uint8_t *RESTRICT row, uint32_t *RESTRICT out,
                                                       Py_ssize_t groups)
 {
     for (Py_ssize_t k = 0; k < groups; k++)
@@ -128,10 +139,14 @@ __attribute__((noinline)) static void across_area_2_1(const uint8_t *restrict ro
 static void across(const uint8_t *row, uint32_t *out, Py_ssize_t groups, int p, int q, const taps_t *plan,
                    int kind)
 {
-    if (kind == 43)
-        return across_area_4_3(row, out, groups);
-    if (kind == 21)
-        return across_area_2_1(row, out, groups);
+    if (kind == 43) {
+        across_area_4_3(row, out, groups);
+        return;
+    }
+    if (kind == 21) {
+        across_area_2_1(row, out, groups);
+        return;
+    }
     for (Py_ssize_t k = 0; k < groups; k++, row += p, out += q)
         for (int i = 0; i < q; i++) {
             uint32_t s = 0;
@@ -143,13 +158,13 @@ static void across(const uint8_t *row, uint32_t *out, Py_ssize_t groups, int p, 
 
 /* One analysis row of a tile from the horizontal sums of its group's source rows: the gray
  * level, a mark where it moved by more than noise, the picture updated. Returns whether any moved. */
-__attribute__((noinline)) static int down(const uint32_t *restrict hsum, int stride, const taps_t *tap, int two_taps, const uint8_t *restrict lut,
-                uint8_t *restrict picture, uint8_t *restrict marks, Py_ssize_t width, int noise)
+OUT_OF_LINE static int down(const uint32_t *RESTRICT hsum, int stride, const taps_t *tap, int two_taps, const uint8_t *RESTRICT lut,
+                uint8_t *RESTRICT picture, uint8_t *RESTRICT marks, Py_ssize_t width, int noise)
 {
     int moved = 0;
     if (two_taps) {
-        const uint32_t *restrict h0 = hsum + (size_t)tap->offset[0] * stride;
-        const uint32_t *restrict h1 = hsum + (size_t)tap->offset[1] * stride;
+        const uint32_t *RESTRICT h0 = hsum + (size_t)tap->offset[0] * stride;
+        const uint32_t *RESTRICT h1 = hsum + (size_t)tap->offset[1] * stride;
         const uint32_t w0 = (uint32_t)tap->weight[0], w1 = (uint32_t)tap->weight[1];
         for (Py_ssize_t x = 0; x < width; x++) {
             const int v = lut[w0 * h0[x] + w1 * h1[x]], old = picture[x];
@@ -236,7 +251,8 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
     const int tile_sh = tile_gy * py, tile_sw = tile_gx * px;  /* source pixels per tile */
     const int tile_aw = tile_gx * qx;  /* analysis pixels per tile row */
     hsum = PyMem_Malloc(sizeof(uint32_t) * (size_t)py * (size_t)tile_aw);
-    drifted = PyMem_Malloc(sizeof(drift_t) * (size_t)(ch * cw));
+    Py_ssize_t drift_room = 64, n_drifted = 0;  /* grown without the GIL: PyMem_Raw */
+    drifted = PyMem_RawMalloc(sizeof(drift_t) * (size_t)drift_room);
     if (!hsum || !drifted) {
         PyErr_NoMemory();
         goto done;
@@ -250,8 +266,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    int any = 0, moved = 0;
-    Py_ssize_t n_drifted = 0;
+    int any = 0, moved = 0, out_of_memory = 0;
     Py_ssize_t cy0 = ch, cy1 = 0, cx0 = cw, cx1 = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t y = 0; y < sh; y++) {
@@ -306,6 +321,15 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                     uint8_t *then = (uint8_t *)recorded.buf + cy * rs + cx;
                     if ((mean > *then ? mean - *then : *then - mean) > drift_level) {
                         *then = mean;
+                        if (n_drifted == drift_room) {
+                            drift_t *more = PyMem_RawRealloc(drifted, sizeof(drift_t) * (size_t)(2 * drift_room));
+                            if (!more) {
+                                out_of_memory = 1;
+                                goto released;
+                            }
+                            drifted = more;
+                            drift_room *= 2;
+                        }
                         drifted[n_drifted].flat = cy * cw + cx;
                         drifted[n_drifted].value = mean;
                         n_drifted++;
@@ -320,7 +344,12 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
         }
     }
     qsort(drifted, (size_t)n_drifted, sizeof(drift_t), by_cell);  /* in cell order, as numpy's nonzero */
+released:
     Py_END_ALLOW_THREADS
+    if (out_of_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
     if (!any) {
         result = Py_NewRef(Py_None);
         goto done;
@@ -341,7 +370,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
 done:
     PyMem_Free(hsum);
     PyMem_Free(dirty);
-    PyMem_Free(drifted);
+    PyMem_RawFree(drifted);
     Py_buffer *all[] = {&src, &prev, &pic, &changed, &cell_marks, &means, &recorded, &gy, &gx, &lut};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         if (all[i]->obj)

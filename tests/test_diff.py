@@ -121,7 +121,7 @@ def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
     picture = scaler.full(frames[0])
     means = cell_means(picture).reshape(grid)
     recorded, expected_recorded = means.copy(), means.copy()
-    drifts = 0
+    drifts = widest = 0
     for before, now in zip(frames, frames[1:]):
         marks, cell_marks = np.zeros(picture.shape, bool), np.zeros(grid, bool)
         old = picture.copy()
@@ -141,9 +141,11 @@ def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
         assert any_moved == moved.any()
         assert drift == expected_drift
         drifts += bool(drift)
+        widest = max(widest, len(drift))
         ys, xs = np.nonzero(moved)
         assert ((ys // CELL >= cy0) & (ys // CELL < cy1) & (xs // CELL >= cx0) & (xs // CELL < cx1)).all()
     assert drifts, "the session must have fades to compare"
+    assert widest > 64, "a fade of the whole screen: more drifting cells than the kernel's first allocation"
     with pytest.raises(ValueError, match="shapes"):  # a wrong size must not read past a buffer
         kernel(frames[1][:96], frames[0][:96], picture, np.zeros(picture.shape, bool), np.zeros(grid, bool), means,
                recorded, NOISE_LEVEL, DRIFT_LEVEL)
