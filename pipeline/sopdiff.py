@@ -272,6 +272,9 @@ def _safe_rel(rel: object) -> bool:
 
 # --------------------------------------------------------------------- git
 
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_LFS_POINTER_MAX = 1024  # the spec caps a pointer file below this
+
 def _git(args: Sequence[str], cwd: Path) -> bytes:
     try:
         proc = subprocess.run(["git", "--literal-pathspecs", *args], cwd=cwd, capture_output=True, check=False)
@@ -323,9 +326,20 @@ def load_git_side(out: Path, ref: str) -> Side:
         if entry is None or entry[1] > limit:
             return None
         try:
-            return _git(["cat-file", "blob", entry[0]], top)
+            data = _git(["cat-file", "blob", entry[0]], top)
         except DiffError:
             return None
+        if len(data) <= _LFS_POINTER_MAX and data.startswith(_LFS_POINTER):
+            # screenshots kept in Git LFS: the blob is a pointer; the checkout's own smudge
+            # filter (git-lfs, from its local store or the remote) gives the image, as a
+            # checkout would. Without git-lfs the pointer stays unreadable as an image.
+            try:
+                data = _git(["cat-file", "--filters", f"{commit}:{path}"], top)
+            except DiffError:
+                return None
+            if len(data) > limit:
+                return None
+        return data
 
     def sop_file(key: str, json_path: str, ref_dir: str) -> SopFile:
         where = f"{ref}:{json_path}"

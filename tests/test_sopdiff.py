@@ -231,6 +231,52 @@ def test_base_ref_compares_working_tree_with_git_without_checkout(repo, monkeypa
     assert git(repo, "status", "--porcelain", "--", "sops/index.json").startswith(" M")  # no checkout
 
 
+FAKE_LFS = """\
+import hashlib, pathlib, sys
+store = pathlib.Path(sys.argv[2])
+store.mkdir(exist_ok=True)
+data = sys.stdin.buffer.read()
+if sys.argv[1] == "clean":  # what git-lfs commits: a pointer, the content kept aside
+    oid = hashlib.sha256(data).hexdigest()
+    (store / oid).write_bytes(data)
+    sys.stdout.write(f"version https://git-lfs.github.com/spec/v1\\noid sha256:{oid}\\nsize {len(data)}\\n")
+else:  # smudge: the pointer back to the content
+    oid = data.decode().split("oid sha256:")[1].split()[0]
+    sys.stdout.buffer.write((store / oid).read_bytes())
+"""
+
+
+def test_base_ref_reads_screenshots_kept_in_git_lfs(trees, tmp_path):
+    """Screenshots committed through Git LFS are pointers in the repository: --base reads the
+    image through the checkout's smudge filter, as a checkout would, and compares it. A
+    stand-in for git-lfs (same pointer format, filter named lfs) keeps the test offline."""
+    import sys
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    script = tmp_path / "fake_lfs.py"
+    script.write_text(FAKE_LFS)
+    store = tmp_path / "lfs-store"
+    for step in ("clean", "smudge"):
+        git(repo, "config", f"filter.lfs.{step}", f"{sys.executable} {script} {step} {store}")
+    (repo / ".gitattributes").write_text("*.png filter=lfs diff=lfs merge=lfs -text\n")
+    shutil.copytree(trees["a"], repo / "sops", ignore=shutil.ignore_patterns(".sopline.lock"))
+    git(repo, "add", ".gitattributes", "sops")
+    git(repo, "commit", "-q", "-m", "billing runbook")
+    pointer = subprocess.run(["git", "cat-file", "-p", "HEAD:sops/billing/images/step-02.png"], cwd=repo,
+                             check=True, capture_output=True).stdout
+    assert pointer.startswith(b"version https://git-lfs.github.com/spec/v1")
+    shutil.rmtree(repo / "sops")
+    shutil.copytree(trees["c"], repo / "sops", ignore=shutil.ignore_patterns(".sopline.lock"))
+
+    report = diff_against_ref(repo / "sops", "HEAD")
+    (sop,) = report.sops
+    compared = [s for s in sop.steps if s.status == "changed"]
+    assert compared and all(s.screenshot_similarity is not None for s in compared)
+    assert sop.counts["screenshot_changed"] == 1  # as in the same diff without LFS (test above)
+
+
 def test_base_ref_without_the_folder_reports_all_sops_added(repo):
     report = diff_against_ref(repo / "sops", "HEAD~1")
     assert [(s.sop, s.status) for s in report.sops] == [("billing", "added")]
