@@ -49,7 +49,10 @@ class _Timed:
 def video_pass(path: Path, split: dict | None = None):
     """The video half of Builder.build_sop, in-process, keeping screenshot frames as the
     build does: returns (diffs, counter, first, timeline, frames). `split`, if given,
-    receives this thread's CPU seconds of getting frames, diff, keeping frames and keyframes."""
+    receives this thread's CPU seconds of getting frames, diff, keeping frames and keyframes.
+    It repeats pipeline.analyse.analyse_video's loop rather than calling it: it times the
+    parts, keeps what the digest needs, and runs against older copies of the package
+    (run_bench.py --pythonpath) that predate that module."""
     info = decode.probe(path)
     geometry = decode.analysis_geometry(info)
     counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech
+from . import __version__, align, analyse, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech
 from .fsutil import atomic_write_bytes, sha256_file
 from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
 from .transcribe import TranscribeError
@@ -228,27 +228,16 @@ class Builder:
         listener = self.speech
         heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
-        geometry = decode.analysis_geometry(info)
-        counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
-        video = frames.VideoPass(rec.path, geometry, threads=self.settings.cpu_threads)
-        keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
-        first = diff.FirstFrame()
-        diffs: list[diff.FrameDiff] = []
         try:
-            for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler):
-                diffs.append(change)
-                if keep.wants(change):  # the settled screen before this change: a screenshot candidate
-                    video.keep(change.index - 1)
-            if video.count == 0:
+            analysis = analyse.analyse_video(rec.path, info, threads=self.settings.cpu_threads)
+            if analysis.video.count == 0:
+                analysis.video.close()
                 raise BuildError("no video frames could be decoded (truncated or corrupt file?)")
         except BaseException:
             heard.cancel()
-            video.close()
             raise
-        timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, video.count,
-                                         (info.width, info.height), first)
-        content_changes = shots.content_changes(diffs, counter, geometry.scale)
-        del diffs
+        geometry, video, timeline = analysis.geometry, analysis.video, analysis.timeline
+        content_changes = analysis.content_changes
         step("transcribe")
         try:
             result = listener.result(heard)

@@ -1,7 +1,8 @@
 """Screenshot frames kept during the one decode pass, and the stand-in for each wanted frame."""
 from pathlib import Path
 
-from pipeline import decode, diff, frames, keyframes, shots
+from pipeline import decode, shots
+from pipeline.analyse import analyse_video
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -24,20 +25,8 @@ def test_a_tie_goes_to_the_later_frame_the_settled_one():
 
 def analyse(name):
     path = FIXTURES / name  # or an absolute path
-    info = decode.probe(path)
-    geometry = decode.analysis_geometry(info)
-    counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
-    video = frames.VideoPass(path, geometry)
-    keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
-    first = diff.FirstFrame()
-    diffs = []
-    for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler):
-        diffs.append(change)
-        if keep.wants(change):
-            video.keep(change.index - 1)
-    timeline = keyframes.find_events(diffs, counter, geometry.fps, geometry.scale, video.count,
-                                     (info.width, info.height), first)
-    return video, timeline, shots.content_changes(diffs, counter, geometry.scale), geometry
+    a = analyse_video(path, decode.probe(path))
+    return a.video, a.timeline, a.content_changes, a.geometry
 
 
 def test_every_events_before_and_settled_frames_have_a_stand_in_without_a_second_pass():
