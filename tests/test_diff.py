@@ -153,7 +153,8 @@ def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
 
 def test_the_compiled_kernel_is_built():
     """`pip install` compiles pipeline/_tiles.c (hatch_build.py) where a C compiler exists, as
-    on CI: a silent fallback to numpy would cost the analysis twice the CPU (bench/RESULTS.md)."""
+    on CI: a silent fallback to numpy would cost the analysis two to three times the CPU
+    (bench/RESULTS.md)."""
     import os
     import shutil
     import sysconfig
