@@ -171,6 +171,11 @@ class AreaScaler:
         return self.block(source, slice(0, h), slice(0, w))
 
 
+def compiled_kernel_available() -> bool:
+    """Whether the install compiled pipeline/_tiles.c (else the numpy path runs)."""
+    return _tiles is not None
+
+
 def _plan(group: np.ndarray) -> tuple[tuple[tuple[int, int], ...], ...]:
     """For each output pixel j of a group, its (source offset, integer weight) pairs."""
     return tuple(tuple((t, int(group[t, j])) for t in np.flatnonzero(group[:, j]).tolist())

@@ -194,6 +194,30 @@ def test_bad_inputs_fail_alone_with_one_line_and_keep_the_previous_sop(tmp_path)
     assert {e["sop"]: e["status"] for e in index["sops"]}["broken/sop.json"] == "failed"
 
 
+def test_the_numpy_path_builds_the_same_sop_and_the_cli_says_it_runs(tmp_path, monkeypatch):
+    """Without the compiled kernel (an install with no C compiler) the build says so once and
+    gives byte-identical SOPs, screenshots included: the kernel is only a faster way."""
+    import pipeline.luma
+
+    src = tmp_path / "rec"
+    src.mkdir()
+    shutil.copy(FIXTURES / "no-audio.mp4", src / "deploy.mp4")
+    runner = CliRunner()
+    compiled = runner.invoke(main, ["build", str(src), "-o", str(tmp_path / "compiled")])
+    assert compiled.exit_code == 0, compiled.output
+    assert ("compiled frame-analysis kernel" in compiled.output) == (pipeline.luma._tiles is None)
+    monkeypatch.setattr(pipeline.luma, "_tiles", None)
+    plain = runner.invoke(main, ["build", str(src), "-o", str(tmp_path / "numpy")])
+    assert plain.exit_code == 0, plain.output
+    assert "note: sopline was installed without its compiled frame-analysis kernel" in plain.output
+    files = sorted(p.relative_to(tmp_path / "numpy") for p in (tmp_path / "numpy").rglob("*") if p.is_file())
+    assert any(f.suffix == ".png" for f in files)
+    assert files == sorted(p.relative_to(tmp_path / "compiled") for p in (tmp_path / "compiled").rglob("*")
+                           if p.is_file())
+    for f in files:
+        assert (tmp_path / "numpy" / f).read_bytes() == (tmp_path / "compiled" / f).read_bytes(), f
+
+
 def test_cli_validate_accepts_built_sops_and_rejects_a_broken_one(built, tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["validate", str(built)]).exit_code == 0
