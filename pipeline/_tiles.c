@@ -118,8 +118,7 @@ static int is_area_2_1(const taps_t *plan)
     return plan[0].offset[0] == 0 && plan[0].weight[0] == 1 && plan[0].offset[1] == 1 && plan[0].weight[1] == 1;
 }
 
-OUT_OF_LINE static void across_area_4_3(const uint8_t *RESTRICT row, uint32_t *RESTRICT out,
-                                                      Py_ssize_t groups)
+OUT_OF_LINE static void across_area_4_3(const uint8_t *RESTRICT row, uint32_t *RESTRICT out, Py_ssize_t groups)
 {
     for (Py_ssize_t k = 0; k < groups; k++, row += 4, out += 3) {
         const uint32_t r0 = row[0], r1 = row[1], r2 = row[2], r3 = row[3];
@@ -129,8 +128,7 @@ OUT_OF_LINE static void across_area_4_3(const uint8_t *RESTRICT row, uint32_t *R
     }
 }
 
-OUT_OF_LINE static void across_area_2_1(const uint8_t *RESTRICT row, uint32_t *RESTRICT out,
-                                                      Py_ssize_t groups)
+OUT_OF_LINE static void across_area_2_1(const uint8_t *RESTRICT row, uint32_t *RESTRICT out, Py_ssize_t groups)
 {
     for (Py_ssize_t k = 0; k < groups; k++)
         out[k] = (uint32_t)row[2 * k] + row[2 * k + 1];
@@ -158,8 +156,9 @@ static void across(const uint8_t *row, uint32_t *out, Py_ssize_t groups, int p, 
 
 /* One analysis row of a tile from the horizontal sums of its group's source rows: the gray
  * level, a mark where it moved by more than noise, the picture updated. Returns whether any moved. */
-OUT_OF_LINE static int down(const uint32_t *RESTRICT hsum, int stride, const taps_t *tap, int two_taps, const uint8_t *RESTRICT lut,
-                uint8_t *RESTRICT picture, uint8_t *RESTRICT marks, Py_ssize_t width, int noise)
+OUT_OF_LINE static int down(const uint32_t *RESTRICT hsum, int stride, const taps_t *tap, int two_taps,
+                            const uint8_t *RESTRICT lut, uint8_t *RESTRICT picture, uint8_t *RESTRICT marks,
+                            Py_ssize_t width, int noise)
 {
     int moved = 0;
     if (two_taps) {
@@ -225,7 +224,10 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
     if (read_plan(&gy, py, qy, plan_y) < 0 || read_plan(&gx, px, qx, plan_x) < 0)
         goto done;
     const int two_taps = pad_to_two(plan_y, qy) & pad_to_two(plan_x, qx);
-    const int kind_x = !two_taps ? 0 : px == 4 && qx == 3 && is_area_4_3(plan_x) ? 43 : px == 2 && qx == 1 && is_area_2_1(plan_x) ? 21 : 0;
+    const int kind_x = !two_taps                                     ? 0
+                       : px == 4 && qx == 3 && is_area_4_3(plan_x) ? 43
+                       : px == 2 && qx == 1 && is_area_2_1(plan_x) ? 21
+                                                                   : 0;
     if (check_2d(&src, 1, "source") < 0 || check_2d(&prev, 1, "previous") < 0 || check_2d(&pic, 1, "picture") < 0
         || check_2d(&changed, 1, "changed") < 0 || check_2d(&cell_marks, 1, "cell marks") < 0
         || check_2d(&means, 1, "means") < 0
@@ -381,11 +383,10 @@ done:
 static PyMethodDef methods[] = {
     {"update_tiles", update_tiles, METH_VARARGS,
      "update_tiles(params, source, previous, picture, changed, cell_marks, means, recorded, noise, drift) -> None | "
-     "(moved, "
-     "(cy0, cy1, cx0, cx1), drifted)\n\n"
+     "(moved, (cy0, cy1, cx0, cx1), drifted)\n\n"
      "params = (group_y, group_x, lut, py, qy, px, qx, tile_gy, tile_gx, cell). Recompute the analysis pixels, "
-     "change marks of pixels and of cells (set, never cleared) and cell means of the tiles where source differs from previous. None when "
-     "no tile does; else whether any analysis pixel moved by more than noise, the block of cells around the tiles "
+     "change marks of pixels and of cells (set, never cleared) and cell means of the tiles where source differs "
+     "from previous. None when no tile does; else whether any analysis pixel moved by more than noise, the block of cells around the tiles "
      "that differ, and ((cell, mean), ...) for their cells whose mean moved more than drift from recorded "
      "(updated), in cell order."},
     {NULL, NULL, 0, NULL},

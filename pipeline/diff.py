@@ -270,21 +270,18 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             continue
         if kernel is not None:  # compiled: the same pixels, marks and means, tile by tile
             found = kernel(frame, prev, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
-            prev = frame
-            if found is None:
-                if ambient is not None:
-                    ambient.add(index, None)
-                continue
+        else:
+            found = _changed_cells(prev, frame, scaler)
+        prev = frame
+        if found is None:
+            if ambient is not None:
+                ambient.add(index, None)
+            continue
+        if kernel is not None:
             moved, block, drifted = found
             cy0, cy1, cx0, cx1 = block
             changed = marks[cy0 * CELL:min(cy1 * CELL, picture.shape[0]), cx0 * CELL:min(cx1 * CELL, picture.shape[1])]
         else:
-            found = _changed_cells(prev, frame, scaler)
-            prev = frame
-            if found is None:
-                if ambient is not None:
-                    ambient.add(index, None)
-                continue
             block, bands = found
             cy0, cy1, cx0, cx1 = block
             ys = slice(cy0 * CELL, min(cy1 * CELL, picture.shape[0]))
