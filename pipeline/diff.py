@@ -199,11 +199,15 @@ def _blobs(changed: np.ndarray, cell_mask: np.ndarray, origin: tuple[int, int], 
         flat = (ys + (cy.start + oy)) * grid_width + (xs + (cx.start + ox))
         cells = tuple(flat.tolist())
         px0, py0 = (cx.start + ox) * CELL, (cy.start + oy) * CELL
-        blob = Blob(px0 + int(cols[0]), py0 + int(rows[0]), px0 + int(cols[-1]) + 1, py0 + int(rows[-1]) + 1,
-                    int(np.count_nonzero(pix)), cells, "content", tuple(means[flat].tolist()))
-        if blob.width <= CARET_MAX_WIDTH_PX and blob.height * scale <= CARET_MAX_HEIGHT_SRC:
-            blob = _with_kind(blob, "caret")
-        blobs.append(blob)
+        blobs.append(Blob(px0 + int(cols[0]), py0 + int(rows[0]), px0 + int(cols[-1]) + 1, py0 + int(rows[-1]) + 1,
+                          int(np.count_nonzero(pix)), cells, "content", tuple(means[flat].tolist())))
+    return _classified(blobs, scale)
+
+
+def _classified(blobs: list[Blob], scale: float) -> list[Blob]:
+    """Content blobs, in order, with carets and a pointer jump told apart."""
+    blobs = [_with_kind(b, "caret") if b.width <= CARET_MAX_WIDTH_PX and b.height * scale <= CARET_MAX_HEIGHT_SRC
+             else b for b in blobs]
     return _mark_pointer_jump(blobs, scale)
 
 
@@ -269,7 +273,7 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
                 ambient.add(index, None)
             continue
         if kernel is not None:  # compiled: the same pixels, marks and means, tile by tile
-            found = kernel(frame, prev, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
+            found = kernel.update(frame, prev, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
         else:
             found = _changed_cells(prev, frame, scaler)
         prev = frame
@@ -280,7 +284,6 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
         if kernel is not None:
             moved, block, drifted = found
             cy0, cy1, cx0, cx1 = block
-            changed = marks[cy0 * CELL:min(cy1 * CELL, picture.shape[0]), cx0 * CELL:min(cx1 * CELL, picture.shape[1])]
         else:
             block, bands = found
             cy0, cy1, cx0, cx1 = block
@@ -306,20 +309,17 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
                 yield FrameDiff(index, (), drift)
             continue
         if kernel is not None:
-            block_mask = cell_marks[cy0:cy1, cx0:cx1]
             if ambient is not None:
                 ambient.add(index, cell_marks)
+            found_blobs = kernel.blobs(marks, cell_marks, means, cy0, cy1, cx0, cx1, CELL)  # clears the marks
+            blobs = tuple(_classified([Blob(*b[:5], b[5], "content", b[6]) for b in found_blobs], scale))
         else:
             block_mask = _cell_sums(changed.view(np.uint8)) > 0
             if ambient is not None:
                 cell_mask = np.zeros(means.shape, bool)
                 cell_mask[cy0:cy1, cx0:cx1] = block_mask
                 ambient.add(index, cell_mask)
-        flat_means = means.ravel()
-        blobs = tuple(_blobs(changed, block_mask, (cy0, cx0), grid_w, scale, flat_means))
-        if kernel is not None:  # the kernel only sets marks
-            changed[:] = False
-            block_mask[:] = False
+            blobs = tuple(_blobs(changed, block_mask, (cy0, cx0), grid_w, scale, means.ravel()))
         if drifted is None:
             drifted = _drift(means, recorded, block)
         if drifted:  # cells a blob reports already are not a fade

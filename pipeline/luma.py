@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -70,6 +70,14 @@ def _axis(source: int, analysis: int) -> _Axis:
     return _Axis(first, last, taps, group)
 
 
+class TileKernel(NamedTuple):
+    """The compiled analysis of a frame (_tiles.c): ``update`` recomputes what changed, tile
+    by tile; ``blobs`` groups the cells it marked and clears the marks for the next frame."""
+
+    update: Callable
+    blobs: Callable
+
+
 class AreaScaler:
     """Source luma (height x width) to analysis pixels, block by block.
 
@@ -99,9 +107,9 @@ class AreaScaler:
             (np.searchsorted(ax.last, np.arange(n)), np.searchsorted(ax.first, np.arange(n), "right"))
             for ax, n in ((self._y, self.source_hw[0]), (self._x, self.source_hw[1])))
 
-    def tile_kernel(self, cell: int) -> Callable | None:
-        """The compiled update of a frame, tile by tile, for cells of ``cell`` analysis pixels:
-        ``kernel(source, previous, picture, changed, cell_marks, means, recorded, noise, drift)``
+    def tile_kernel(self, cell: int) -> TileKernel | None:
+        """The compiled analysis of a frame, tile by tile, for cells of ``cell`` analysis pixels:
+        ``kernel.update(source, previous, picture, changed, cell_marks, means, recorded, noise, drift)``
         recomputes the analysis pixels, cell means and marks (set in ``changed`` for pixels that
         moved by more than ``noise``, in ``cell_marks`` for their cells) of the tiles where
         ``source`` differs from ``previous``. It returns None when no tile does, else (moved,
@@ -119,7 +127,7 @@ class AreaScaler:
         (py, qy), (px, qx) = self._y.group.shape, self._x.group.shape
         params = (np.ascontiguousarray(self._y.group, np.int64), np.ascontiguousarray(self._x.group, np.int64),
                   self._sums, py, qy, px, qx, *sizes, cell)
-        return partial(_tiles.update_tiles, params)
+        return TileKernel(partial(_tiles.update_tiles, params), _tiles.blobs)
 
     def analysis_span(self, axis: int, lo: int, hi: int) -> tuple[int, int]:
         """Analysis pixels (a0, a1 exclusive) fed by source pixels lo..hi (inclusive) of an axis."""

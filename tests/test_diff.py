@@ -125,7 +125,7 @@ def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
     for before, now in zip(frames, frames[1:]):
         marks, cell_marks = np.zeros(picture.shape, bool), np.zeros(grid, bool)
         old = picture.copy()
-        found = kernel(now, before, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
+        found = kernel.update(now, before, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
         whole = scaler.full(now)
         assert np.array_equal(picture, whole)
         assert np.array_equal(means.ravel(), cell_means(whole))
@@ -147,8 +147,56 @@ def test_the_kernel_recomputes_exactly_the_tiles_that_differ():
     assert drifts, "the session must have fades to compare"
     assert widest > 64, "a fade of the whole screen: more drifting cells than the kernel's first allocation"
     with pytest.raises(ValueError, match="shapes"):  # a wrong size must not read past a buffer
-        kernel(frames[1][:96], frames[0][:96], picture, np.zeros(picture.shape, bool), np.zeros(grid, bool), means,
+        kernel.update(frames[1][:96], frames[0][:96], picture, np.zeros(picture.shape, bool), np.zeros(grid, bool), means,
                recorded, NOISE_LEVEL, DRIFT_LEVEL)
+
+
+def test_the_kernel_finds_the_blobs_numpy_and_scipy_find():
+    """The kernel's blobs (8-connected groups of marked cells, numbered in raster order) have the
+    boxes, pixel counts, cells and means of the numpy path's, on marks with diagonal contacts,
+    nested shapes and cells cut short by the frame's edge; and it clears the block's marks."""
+    from pipeline.diff import CELL, _blobs, _cell_sums
+    from pipeline.luma import AreaScaler, _tiles
+
+    if _tiles is None:
+        pytest.skip("built without a C compiler (or SOPLINE_PURE_PYTHON): the numpy path runs alone")
+    blobs = AreaScaler((96, 128), (72, 96)).tile_kernel(CELL).blobs
+    rng = np.random.default_rng(11)
+    seen = 0
+    for _ in range(300):
+        h, w = rng.integers(9, 70), rng.integers(9, 90)
+        marks = np.zeros((h, w), bool)
+        for _ in range(rng.integers(0, 7)):  # strokes: boxes, rings, diagonal lines, single pixels
+            y, x = rng.integers(0, h), rng.integers(0, w)
+            y1, x1 = min(h, y + rng.integers(1, 30)), min(w, x + rng.integers(1, 30))
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                marks[y:y1, x:x1] = True
+            elif kind == 1:
+                marks[y:y1, x:x1] = True
+                marks[y + 1:y1 - 1, x + 1:x1 - 1] = False
+            elif kind == 2:
+                for k in range(min(y1 - y, x1 - x)):
+                    marks[y + k, x + k] = True
+            else:
+                marks[y, x] = True
+        cells = _cell_sums(marks.view(np.uint8)) > 0
+        ys, xs = np.nonzero(cells)
+        if ys.size:
+            cy0, cy1 = max(0, ys.min() - rng.integers(0, 2)), ys.max() + 1
+            cx0, cx1 = max(0, xs.min() - rng.integers(0, 2)), xs.max() + 1
+        else:
+            cy0 = cy1 = cx0 = cx1 = 0
+        means = rng.integers(0, 256, cells.shape).astype(np.uint8)
+        block = marks[cy0 * CELL:cy1 * CELL, cx0 * CELL:cx1 * CELL]
+        expected = _blobs(block.copy(), cells[cy0:cy1, cx0:cx1].copy(), (cy0, cx0), cells.shape[1], 1.0, means.ravel())
+        got = blobs(marks, cells, means, cy0, cy1, cx0, cx1, CELL)
+        assert [(b.x0, b.y0, b.x1, b.y1, b.pixels, b.cells, b.values) for b in expected] == got
+        assert not marks.any() and not cells.any()
+        seen += len(got) > 1
+    assert seen > 50, "most sessions must have several blobs to order"
+    with pytest.raises(ValueError, match="block"):  # a block past the grid must not read past a buffer
+        blobs(np.zeros((16, 16), bool), np.zeros((2, 2), bool), np.zeros((2, 2), np.uint8), 0, 3, 0, 2, CELL)
 
 
 def test_the_compiled_kernel_is_built():
