@@ -7,7 +7,9 @@ For every input recording, each in a fresh process of its own:
             and settings, on the audio sopline reads                    (speech floor)
   build     `sopline build` on a folder holding only that recording
   analysis  sopline's video pass alone (decode -> diff -> keyframes), with the CPU of
-            Python (diff + keyframes) split from ffmpeg's
+            Python (diff + keyframes) split from ffmpeg's, alternated with decoding alone
+            twice in one process: what the analysis adds is the difference of the two
+            least-CPU runs (the decode floor is the least disturbed of two runs too)
   content / adaptive / hash
             PySceneDetect's detectors with their defaults
 and, where the recording has a truth file, boundary F1 of ours and of each detector's
@@ -225,6 +227,9 @@ def sopline_cmd(*args: str) -> list[str]:
 
 
 MEASURES = ("decode", "speech", "build", "analysis", "scenedetect")
+# The decode floor is the denominator of the analysis target: the least disturbed of at least
+# this many runs (one run swings by 10-30 % here), as the analysis task takes its two.
+FLOOR_RUNS = 2
 
 
 def bench_input(inp: Input, work: Path, repeat: int, detectors: tuple[str, ...],
@@ -237,7 +242,7 @@ def bench_input(inp: Input, work: Path, repeat: int, detectors: tuple[str, ...],
     if "decode" in only:
         say("decode floor")
         row["decode"] = best([ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error",
-                              "-i", str(inp.path), "-f", "null", "-"], repeat)
+                              "-i", str(inp.path), "-f", "null", "-"], max(repeat, FLOOR_RUNS))
     if "speech" in only:
         say("speech floor")
         row["speech"] = best([sys.executable, str(BENCH / "tasks.py"), "speech", str(inp.path)], repeat)
