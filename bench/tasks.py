@@ -7,7 +7,7 @@
                                  screenshot frames), in-process; before it, the same decoder
                                  and filters with no analysis, so what the analysis adds to
                                  decoding is the difference of the two; the pair runs N times
-                                 (2) and each is reported by its least-CPU run
+                                 (3) and the round with the median difference is reported
     tasks.py scenedetect NAME REC SOP_JSON
                                  PySceneDetect's detector NAME (content, adaptive, hash) with
                                  its defaults; the scenes are written as a minimal sop.json
@@ -81,20 +81,22 @@ def _video_pass(rec: Path) -> dict:
             "diffs": len(diffs), "events": len(timeline.events)}
 
 
-def analysis(rec: Path, rounds: int = 2) -> dict:
-    """Decoding alone and the video pass, alternated `rounds` times in this process; each
-    reported by its run with the least CPU. What the analysis adds is the difference of the
-    two least disturbed runs: on a shared machine one run of either swings by 10-30 %."""
-    decodings, passes = [], []
+def analysis(rec: Path, rounds: int = 3) -> dict:
+    """Decoding alone and the video pass, one after the other, `rounds` times in this
+    process. What the analysis adds is the median over rounds of the pass's CPU less the
+    decoding's just before it: on a shared machine one run of either swings by 10-30 %, and
+    a pair run back to back shares the machine's state. The round with the median
+    difference is reported, with every round's figures beside it."""
+    rounds_run = []
     for _ in range(rounds):
-        decodings.append(_decoding_only(rec))
-        passes.append(_video_pass(rec))
-    decoding_wall, decoding_cpu = min(decodings, key=lambda d: d[1])
-    run = min(passes, key=lambda p: p["python_cpu_s"])
+        decoding = _decoding_only(rec)
+        rounds_run.append((decoding, _video_pass(rec)))
+    by_added = sorted(rounds_run, key=lambda r: r[1]["python_cpu_s"] - r[0][1])
+    (decoding_wall, decoding_cpu), run = by_added[len(by_added) // 2]
     return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()},
             "decoding_only_wall_s": round(decoding_wall, 3), "decoding_only_cpu_s": round(decoding_cpu, 3),
-            "rounds": rounds, "decoding_only_cpus_s": [round(d[1], 3) for d in decodings],
-            "pass_cpus_s": [round(p["python_cpu_s"], 3) for p in passes],
+            "rounds": rounds, "decoding_only_cpus_s": [round(d[1], 3) for d, _ in rounds_run],
+            "pass_cpus_s": [round(p["python_cpu_s"], 3) for _, p in rounds_run],
             "ffmpeg_cpu_s": round(_cpu(resource.RUSAGE_CHILDREN), 3), "package": _package()}
 
 
