@@ -201,7 +201,7 @@ def test_the_kernel_finds_the_blobs_numpy_and_scipy_find():
 
 def test_the_compiled_kernel_is_built():
     """`pip install` compiles pipeline/_tiles.c (hatch_build.py) where a C compiler exists, as
-    on CI: a silent fallback to numpy would cost the analysis two to three times the CPU
+    on CI: a silent fallback to numpy would cost the analysis three to four times the CPU
     (bench/RESULTS.md)."""
     import os
     import shutil
