@@ -65,6 +65,8 @@ static int read_plan(Py_buffer *group, int p, int q, taps_t *plan)
     return 0;
 }
 
+static inline Py_ssize_t min_n(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
+
 static int check_2d(Py_buffer *b, Py_ssize_t itemsize, const char *what)
 {
     if (b->ndim != 2 || b->itemsize != itemsize || b->strides[1] != itemsize || b->strides[0] < b->shape[1] * itemsize) {
@@ -266,14 +268,12 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
      * order (a tile's rows are a frame width apart), a whole row compared at once first: most
      * rows of a screen recording did not change. Codec noise often touches one macroblock row
      * of a tile: only the groups that differ are rescaled, only the cells they feed summed. */
-    const Py_ssize_t tiles_y = (sh + tile_sh - 1) / tile_sh, tiles_x = (sw + tile_sw - 1) / tile_sw;
-    const Py_ssize_t groups_y = sh / py;
-    dirty = PyMem_Calloc((size_t)((groups_y + tiles_y) * tiles_x), 1);  /* groups', then tiles' flags */
+    const Py_ssize_t tiles_x = (sw + tile_sw - 1) / tile_sw;
+    dirty = PyMem_Calloc((size_t)(sh / py * tiles_x), 1);  /* per group of source rows and tile column */
     if (!dirty) {
         PyErr_NoMemory();
         goto done;
     }
-    uint8_t *const tile_dirty = dirty + groups_y * tiles_x;
     int any = 0, moved = 0, out_of_memory = 0;
     Py_ssize_t cy0 = ch, cy1 = 0, cx0 = cw, cx1 = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -281,27 +281,26 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
         const uint8_t *a = (const uint8_t *)src.buf + y * ss, *b = (const uint8_t *)prev.buf + y * ps;
         if (memcmp(a, b, (size_t)sw) == 0)
             continue;
-        uint8_t *flags = dirty + (y / py) * tiles_x, *tiles = tile_dirty + (y / tile_sh) * tiles_x;
+        uint8_t *flags = dirty + (y / py) * tiles_x;
         for (Py_ssize_t tx = 0; tx < tiles_x; tx++) {
-            const Py_ssize_t x0 = tx * tile_sw, x1 = x0 + tile_sw < sw ? x0 + tile_sw : sw;
+            const Py_ssize_t x0 = tx * tile_sw, x1 = min_n(x0 + tile_sw, sw);
             if (!flags[tx] && memcmp(a + x0, b + x0, (size_t)(x1 - x0)) != 0)
-                flags[tx] = tiles[tx] = 1;
+                flags[tx] = 1;
         }
     }
     for (Py_ssize_t sy0 = 0; sy0 < sh; sy0 += tile_sh) {
-        const Py_ssize_t sy1 = sy0 + tile_sh < sh ? sy0 + tile_sh : sh;
+        const Py_ssize_t sy1 = min_n(sy0 + tile_sh, sh);
         for (Py_ssize_t sx0 = 0; sx0 < sw; sx0 += tile_sw) {
-            const Py_ssize_t sx1 = sx0 + tile_sw < sw ? sx0 + tile_sw : sw, tx = sx0 / tile_sw;
-            if (!tile_dirty[(sy0 / tile_sh) * tiles_x + tx])
-                continue;
-            any = 1;
+            const Py_ssize_t sx1 = min_n(sx0 + tile_sw, sw), tx = sx0 / tile_sw;
             /* the analysis pixels of the tile's groups that differ */
             const Py_ssize_t ay0 = sy0 / py * qy, ay1 = sy1 / py * qy, ax0 = sx0 / px * qx, ax1 = sx1 / px * qx;
             const Py_ssize_t groups_x = (sx1 - sx0) / px;
             uint8_t cell_rows[MAX_TILE_CELL_ROWS] = {0};  /* the tile's cell rows those groups feed */
+            int differs = 0;
             for (Py_ssize_t g = sy0 / py; g < sy1 / py; g++) {
                 if (!dirty[g * tiles_x + tx])
                     continue;
+                differs = 1;
                 for (Py_ssize_t r = (g * qy) / cell; r <= (g * qy + qy - 1) / cell; r++)
                     cell_rows[r - ay0 / cell] = 1;
                 for (int t = 0; t < py; t++)  /* each source row of the group, summed across */
@@ -311,6 +310,9 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                     moved |= down(hsum, tile_aw, &plan_y[j], two_taps, lut_p, (uint8_t *)pic.buf + (g * qy + j) * as + ax0,
                                   (uint8_t *)changed.buf + (g * qy + j) * cs + ax0, ax1 - ax0, noise);
             }
+            if (!differs)
+                continue;
+            any = 1;
             /* the tile's cells (whole cells: the tile is cell-aligned; an edge cell sums what it has) */
             for (Py_ssize_t cy = ay0 / cell; cy * cell < ay1; cy++) {
                 if (!cell_rows[cy - ay0 / cell])
@@ -318,8 +320,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                 for (Py_ssize_t cx = ax0 / cell; cx * cell < ax1; cx++) {
                     uint32_t sum = 0;
                     uint8_t marked = 0;
-                    const Py_ssize_t ye = (cy + 1) * cell < ah ? (cy + 1) * cell : ah;
-                    const Py_ssize_t xe = (cx + 1) * cell < aw ? (cx + 1) * cell : aw;
+                    const Py_ssize_t ye = min_n((cy + 1) * cell, ah), xe = min_n((cx + 1) * cell, aw);
                     for (Py_ssize_t y = cy * cell; y < ye; y++) {
                         const uint8_t *prow = (const uint8_t *)pic.buf + y * as;
                         const uint8_t *mrow = (const uint8_t *)changed.buf + y * cs;
@@ -467,7 +468,7 @@ static PyObject *blobs(PyObject *Py_UNUSED(self), PyObject *args)
         Py_ssize_t x0 = aw, y0 = ah, x1 = -1, y1 = -1, count = 0;
         for (Py_ssize_t k = first; k < last; k++) {
             const Py_ssize_t cy = cy0 + order[k] / bw, cx = cx0 + order[k] % bw;
-            const Py_ssize_t ye = (cy + 1) * cell < ah ? (cy + 1) * cell : ah, xe = (cx + 1) * cell < aw ? (cx + 1) * cell : aw;
+            const Py_ssize_t ye = min_n((cy + 1) * cell, ah), xe = min_n((cx + 1) * cell, aw);
             for (Py_ssize_t y = cy * cell; y < ye; y++) {
                 const uint8_t *row = pixels + y * cs;
                 for (Py_ssize_t x = cx * cell; x < xe; x++)
@@ -504,7 +505,7 @@ static PyObject *blobs(PyObject *Py_UNUSED(self), PyObject *args)
     /* clear the block's marks for the next frame */
     for (Py_ssize_t cy = cy0; cy < cy1; cy++)
         memset(marks + cy * ks + cx0, 0, (size_t)bw);
-    const Py_ssize_t px0 = cx0 * cell, px1 = cx1 * cell < aw ? cx1 * cell : aw, py1 = cy1 * cell < ah ? cy1 * cell : ah;
+    const Py_ssize_t px0 = cx0 * cell, px1 = min_n(cx1 * cell, aw), py1 = min_n(cy1 * cell, ah);
     for (Py_ssize_t y = cy0 * cell; y < py1; y++)
         memset(pixels + y * cs + px0, 0, (size_t)(px1 - px0));
 

@@ -136,7 +136,7 @@ def build_command(paths, out, model, glossary, threads, max_duration, force, sha
 
     if not compiled_kernel_available():  # say why a build is slower than it should be
         click.echo("note: sopline was installed without its compiled frame-analysis kernel (no C compiler "
-                   "or Python headers at install); numpy gives the same SOPs with 2-3x the analysis CPU", err=True)
+                   "or Python headers at install); numpy gives the same SOPs with 3-4x the analysis CPU", err=True)
     progress = _Progress()
     try:
         report = build(list(paths), out, settings, progress, force=force, shard=shard, jobs=jobs)

@@ -300,19 +300,19 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
                 for band_ys, band_xs in bands:
                     moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), NOISE_LEVEL)
             _update_means(picture, means, bands)
-            drifted = None
+            drifted = _drift(means, recorded, block)
         if not moved:
             if ambient is not None:
                 ambient.add(index, None)
-            drift = drifted if drifted is not None else _drift(means, recorded, block)
-            if drift:
-                yield FrameDiff(index, (), drift)
+            if drifted:
+                yield FrameDiff(index, (), drifted)
             continue
         if kernel is not None:
             if ambient is not None:
                 ambient.add(index, cell_marks)
             found_blobs = kernel.blobs(marks, cell_marks, means, cy0, cy1, cx0, cx1, CELL)  # clears the marks
-            blobs = tuple(_classified([Blob(*b[:5], b[5], "content", b[6]) for b in found_blobs], scale))
+            blobs = tuple(_classified([Blob(x0, y0, x1, y1, pixels, cells, "content", values)
+                                       for x0, y0, x1, y1, pixels, cells, values in found_blobs], scale))
         else:
             block_mask = _cell_sums(changed.view(np.uint8)) > 0
             if ambient is not None:
@@ -320,8 +320,6 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
                 cell_mask[cy0:cy1, cx0:cx1] = block_mask
                 ambient.add(index, cell_mask)
             blobs = tuple(_blobs(changed, block_mask, (cy0, cx0), grid_w, scale, means.ravel()))
-        if drifted is None:
-            drifted = _drift(means, recorded, block)
         if drifted:  # cells a blob reports already are not a fade
             reported = {c for b in blobs for c in b.cells}
             drifted = tuple(pair for pair in drifted if pair[0] not in reported)

@@ -275,6 +275,7 @@ def _safe_rel(rel: object) -> bool:
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 _LFS_POINTER_MAX = 1024  # the spec caps a pointer file below this
 
+
 def _git(args: Sequence[str], cwd: Path) -> bytes:
     try:
         proc = subprocess.run(["git", "--literal-pathspecs", *args], cwd=cwd, capture_output=True, check=False)
