@@ -201,6 +201,42 @@ static int by_cell(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The sum of a cell's analysis pixels and whether any is marked, rows y0..y1 (exclusive) and
+ * columns x0..x1. cell_of_8: a whole 8-pixel-wide cell, a row at a time as one 64-bit word
+ * (the bytes summed in 16-bit lanes: 8 rows of 8 bytes stay under 2^16 per lane and in all). */
+static inline uint32_t cell_any(const Py_buffer *pic, const Py_buffer *changed, Py_ssize_t y0, Py_ssize_t y1,
+                                Py_ssize_t x0, Py_ssize_t x1, int *marked)
+{
+    uint32_t sum = 0;
+    uint8_t any = 0;
+    for (Py_ssize_t y = y0; y < y1; y++) {
+        const uint8_t *prow = (const uint8_t *)pic->buf + y * pic->strides[0];
+        const uint8_t *mrow = (const uint8_t *)changed->buf + y * changed->strides[0];
+        for (Py_ssize_t x = x0; x < x1; x++) {
+            sum += prow[x];
+            any |= mrow[x];
+        }
+    }
+    *marked = any != 0;
+    return sum;
+}
+
+static inline uint32_t cell_of_8(const Py_buffer *pic, const Py_buffer *changed, Py_ssize_t y0, Py_ssize_t y1,
+                                 Py_ssize_t x0, int *marked)
+{
+    const uint64_t low_bytes = 0x00FF00FF00FF00FFull;
+    uint64_t lanes = 0, any = 0;
+    for (Py_ssize_t y = y0; y < y1; y++) {
+        uint64_t p, m;
+        memcpy(&p, (const uint8_t *)pic->buf + y * pic->strides[0] + x0, 8);
+        memcpy(&m, (const uint8_t *)changed->buf + y * changed->strides[0] + x0, 8);
+        lanes += (p & low_bytes) + ((p >> 8) & low_bytes);
+        any |= m;
+    }
+    *marked = any != 0;
+    return (uint32_t)((lanes * 0x0001000100010001ull) >> 48);
+}
+
 static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer src = {0}, prev = {0}, pic = {0}, changed = {0}, cell_marks = {0}, means = {0}, recorded = {0}, gy = {0},
@@ -254,7 +290,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
     const uint8_t *lut_p = (const uint8_t *)lut.buf;
     const Py_ssize_t ss = src.strides[0], ps = prev.strides[0], as = pic.strides[0], cs = changed.strides[0],
                      ms = means.strides[0], rs = recorded.strides[0], ks = cell_marks.strides[0];
-    const int tile_sh = tile_gy * py, tile_sw = tile_gx * px;  /* source pixels per tile */
+    const int tile_sw = tile_gx * px;  /* source pixels per tile row */
     const int tile_aw = tile_gx * qx;  /* analysis pixels per tile row */
     hsum = PyMem_Malloc(sizeof(uint32_t) * (size_t)py * (size_t)tile_aw);
     Py_ssize_t drift_room = 64, n_drifted = 0;  /* grown without the GIL: PyMem_Raw */
@@ -268,41 +304,56 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
      * order (a tile's rows are a frame width apart), a whole row compared at once first: most
      * rows of a screen recording did not change. Codec noise often touches one macroblock row
      * of a tile: only the groups that differ are rescaled, only the cells they feed summed. */
-    const Py_ssize_t tiles_x = (sw + tile_sw - 1) / tile_sw;
-    dirty = PyMem_Calloc((size_t)(sh / py * tiles_x), 1);  /* per group of source rows and tile column */
+    const Py_ssize_t tiles_x = (sw + tile_sw - 1) / tile_sw, n_groups = sh / py;
+    dirty = PyMem_Calloc((size_t)(n_groups * (tiles_x + 1)), 1);  /* per group and tile column, then per group */
     if (!dirty) {
         PyErr_NoMemory();
         goto done;
     }
-    int any = 0, moved = 0, out_of_memory = 0;
+    uint8_t *group_differs = dirty + n_groups * tiles_x;
+    int any = 0, moved = 0, out_of_memory = 0, rows_differ = 0;
     Py_ssize_t cy0 = ch, cy1 = 0, cx0 = cw, cx1 = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t y = 0; y < sh; y++) {
-        const uint8_t *a = (const uint8_t *)src.buf + y * ss, *b = (const uint8_t *)prev.buf + y * ps;
-        if (memcmp(a, b, (size_t)sw) == 0)
-            continue;
-        uint8_t *flags = dirty + (y / py) * tiles_x;
-        for (Py_ssize_t tx = 0; tx < tiles_x; tx++) {
-            const Py_ssize_t x0 = tx * tile_sw, x1 = min_n(x0 + tile_sw, sw);
-            if (!flags[tx] && memcmp(a + x0, b + x0, (size_t)(x1 - x0)) != 0)
-                flags[tx] = 1;
+    for (Py_ssize_t g = 0, y = 0; g < n_groups; g++) {
+        uint8_t *flags = dirty + g * tiles_x;
+        for (int t = 0; t < py; t++, y++) {
+            const uint8_t *a = (const uint8_t *)src.buf + y * ss, *b = (const uint8_t *)prev.buf + y * ps;
+            if (memcmp(a, b, (size_t)sw) == 0)
+                continue;
+            rows_differ = group_differs[g] = 1;
+            for (Py_ssize_t tx = 0, x0 = 0; tx < tiles_x; tx++, x0 += tile_sw)
+                if (!flags[tx] && memcmp(a + x0, b + x0, (size_t)(min_n(x0 + tile_sw, sw) - x0)) != 0)
+                    flags[tx] = 1;
         }
     }
-    for (Py_ssize_t sy0 = 0; sy0 < sh; sy0 += tile_sh) {
-        const Py_ssize_t sy1 = min_n(sy0 + tile_sh, sh);
-        for (Py_ssize_t sx0 = 0; sx0 < sw; sx0 += tile_sw) {
-            const Py_ssize_t sx1 = min_n(sx0 + tile_sw, sw), tx = sx0 / tile_sw;
+    if (!rows_differ)  /* an identical frame (most are): no tile to visit */
+        goto released;
+    const Py_ssize_t tile_ah = (Py_ssize_t)tile_gy * qy, tile_cell_rows = tile_ah / cell;
+    for (Py_ssize_t g0 = 0; g0 < n_groups; g0 += tile_gy) {
+        const Py_ssize_t g1 = min_n(g0 + tile_gy, n_groups);
+        int row_differs = 0;
+        for (Py_ssize_t g = g0; g < g1; g++)
+            row_differs |= group_differs[g];
+        if (!row_differs)
+            continue;
+        /* the tile row's analysis rows and cell rows: whole cells, the frame's last row aside */
+        const Py_ssize_t ay0 = g0 * qy, ay1 = g1 * qy, cr0 = ay0 / cell, cr1 = (ay1 + cell - 1) / cell;
+        for (Py_ssize_t tx = 0, sx0 = 0; tx < tiles_x; tx++, sx0 += tile_sw) {
+            const Py_ssize_t sx1 = min_n(sx0 + tile_sw, sw);
             /* the analysis pixels of the tile's groups that differ */
-            const Py_ssize_t ay0 = sy0 / py * qy, ay1 = sy1 / py * qy, ax0 = sx0 / px * qx, ax1 = sx1 / px * qx;
+            const Py_ssize_t ax0 = tx * tile_aw, ax1 = sx1 / px * qx;
             const Py_ssize_t groups_x = (sx1 - sx0) / px;
-            uint8_t cell_rows[MAX_TILE_CELL_ROWS] = {0};  /* the tile's cell rows those groups feed */
+            uint8_t cell_rows[MAX_TILE_CELL_ROWS];  /* the tile's cell rows those groups feed */
             int differs = 0;
-            for (Py_ssize_t g = sy0 / py; g < sy1 / py; g++) {
+            for (Py_ssize_t g = g0; g < g1; g++) {
                 if (!dirty[g * tiles_x + tx])
                     continue;
-                differs = 1;
+                if (!differs) {
+                    memset(cell_rows, 0, (size_t)tile_cell_rows);
+                    differs = 1;
+                }
                 for (Py_ssize_t r = (g * qy) / cell; r <= (g * qy + qy - 1) / cell; r++)
-                    cell_rows[r - ay0 / cell] = 1;
+                    cell_rows[r - cr0] = 1;
                 for (int t = 0; t < py; t++)  /* each source row of the group, summed across */
                     across((const uint8_t *)src.buf + (g * py + t) * ss + sx0, hsum + (size_t)t * tile_aw, groups_x,
                            px, qx, plan_x, kind_x);
@@ -314,21 +365,19 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                 continue;
             any = 1;
             /* the tile's cells (whole cells: the tile is cell-aligned; an edge cell sums what it has) */
-            for (Py_ssize_t cy = ay0 / cell; cy * cell < ay1; cy++) {
-                if (!cell_rows[cy - ay0 / cell])
+            const Py_ssize_t cc0 = ax0 / cell, cc1 = (ax1 + cell - 1) / cell;
+            for (Py_ssize_t cy = cr0; cy < cr1; cy++) {
+                if (!cell_rows[cy - cr0])
                     continue;
-                for (Py_ssize_t cx = ax0 / cell; cx * cell < ax1; cx++) {
-                    uint32_t sum = 0;
-                    uint8_t marked = 0;
-                    const Py_ssize_t ye = min_n((cy + 1) * cell, ah), xe = min_n((cx + 1) * cell, aw);
-                    for (Py_ssize_t y = cy * cell; y < ye; y++) {
-                        const uint8_t *prow = (const uint8_t *)pic.buf + y * as;
-                        const uint8_t *mrow = (const uint8_t *)changed.buf + y * cs;
-                        for (Py_ssize_t x = cx * cell; x < xe; x++) {
-                            sum += prow[x];
-                            marked |= mrow[x];
-                        }
-                    }
+                const Py_ssize_t ye = min_n((cy + 1) * cell, ah);
+                for (Py_ssize_t cx = cc0; cx < cc1; cx++) {
+                    const Py_ssize_t xs = cx * cell, xe = min_n(xs + cell, aw);
+                    uint32_t sum;
+                    int marked;
+                    if (cell == 8 && xe - xs == 8)
+                        sum = cell_of_8(&pic, &changed, cy * cell, ye, xs, &marked);
+                    else
+                        sum = cell_any(&pic, &changed, cy * cell, ye, xs, xe, &marked);
                     if (marked)
                         ((uint8_t *)cell_marks.buf)[cy * ks + cx] = 1;
                     const uint8_t mean = cell_mean(sum, (uint32_t)(cell * cell));
@@ -352,11 +401,10 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                     }
                 }
             }
-            const Py_ssize_t ty0 = ay0 / cell, ty1 = (ay1 + cell - 1) / cell, tx0 = ax0 / cell, tx1 = (ax1 + cell - 1) / cell;
-            if (ty0 < cy0) cy0 = ty0;
-            if (ty1 > cy1) cy1 = ty1;
-            if (tx0 < cx0) cx0 = tx0;
-            if (tx1 > cx1) cx1 = tx1;
+            if (cr0 < cy0) cy0 = cr0;
+            if (cr1 > cy1) cy1 = cr1;
+            if (cc0 < cx0) cx0 = cc0;
+            if (cc1 > cx1) cx1 = cc1;
         }
     }
     qsort(drifted, (size_t)n_drifted, sizeof(drift_t), by_cell);  /* in cell order, as numpy's nonzero */
