@@ -6,10 +6,11 @@ For every input recording, each in a fresh process of its own:
   speech    sopline's Transcriber: faster-whisper with sopline's model
             and settings, on the audio sopline reads                    (speech floor)
   build     `sopline build` on a folder holding only that recording
-  analysis  sopline's video pass alone (decode -> diff -> keyframes), with the CPU of
-            Python (diff + keyframes) split from ffmpeg's, each run right after decoding
-            alone, three times in one process: what the analysis adds is the median of the
-            three differences (the decode floor is the least disturbed of two runs)
+  analysis  sopline's video pass alone (decode -> diff -> keyframes), decoding as the
+            build does (one thread beside transcription where that is cheaper), its main
+            thread's analysis CPU split out, each run right after the same decoding
+            alone, five times in one process: what the analysis adds is the median of the
+            five differences (the decode floor is the least disturbed of two runs)
   content / adaptive / hash
             PySceneDetect's detectors with their defaults
 and, where the recording has a truth file, boundary F1 of ours and of each detector's
@@ -376,7 +377,7 @@ def tables(doc: dict) -> str:
         cells = [_cell(r.get(k), rss) for k in ("decode", "speech", "build", "analysis")]
         lines.append(f"| {r['input']} | " + " | ".join(cells) + " |")
     lines += ["", "### Frame analysis (sopline's video pass alone, CPU seconds)", "",
-              "| input | decode floor (ffmpeg tool) | decoding in-process, no analysis | video pass "
+              "| input | decode floor (ffmpeg tool) | decoding in-process (decoder threads), no analysis | video pass "
               "| added by the analysis | of it in the main thread: diff / keeping frames (kept) / keyframes "
               "| added ÷ decode floor | whole pass ÷ decode floor |",
               "|---|---|---|---|---|---|---|---|"]
@@ -384,7 +385,7 @@ def tables(doc: dict) -> str:
         an = r.get("analysis") or {}
         o, q = an.get("out", {}), r["ratios"]
         lines.append(f"| {r['input']} | {_cell(r.get('decode'), '{cpu_s:.1f}')} | {_f(o.get('decoding_only_cpu_s'))} "
-                     f"| {_f(o.get('python_cpu_s'))} | {_f(q.get('analysis_added_cpu_s'))} "
+                     f"({_decoder_threads(o)}) | {_f(o.get('python_cpu_s'))} | {_f(q.get('analysis_added_cpu_s'))} "
                      f"| {_f(o.get('diff_cpu_s'))} / {_f(o.get('keep_cpu_s'))} ({o.get('kept_frames', '–')}, "
                      f"{_f(o.get('kept_mb'), '{:.0f} MB')}) / {_f(o.get('keyframes_cpu_s'))} "
                      f"| {_f(q.get('analysis_added_cpu_over_decode_cpu'), '{:.1%}')} "
@@ -420,6 +421,11 @@ def tables(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _decoder_threads(out: dict) -> str:
+    threads = out.get("decoder_threads")
+    return "–" if threads is None else "libavcodec's" if threads == 0 else str(threads)
+
+
 def summary(doc: dict) -> dict:
     """The figures RESULTS.md quotes, small enough to commit (bench/results/summary.json)."""
     rows = []
@@ -429,7 +435,8 @@ def summary(doc: dict) -> dict:
             if r.get(k):
                 row[k] = {"wall_s": r[k]["wall_s"], "cpu_s": r[k]["cpu_s"], "peak_rss_mb": r[k]["tree_rss_mb"]}
         if r.get("analysis"):
-            row["analysis"].update({k: v for k, v in r["analysis"].get("out", {}).items() if k.endswith("_cpu_s")})
+            row["analysis"].update({k: v for k, v in r["analysis"].get("out", {}).items()
+                                    if k.endswith("_cpu_s") or k == "decoder_threads"})
         if r.get("build"):
             row["build"]["score"] = r["build"].get("score")
         row["pyscenedetect"] = {n: {"wall_s": p["wall_s"], "cpu_s": p["cpu_s"], "peak_rss_mb": p["tree_rss_mb"],

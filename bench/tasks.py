@@ -4,10 +4,11 @@
     tasks.py speech REC          speech floor: sopline's own Transcriber (faster-whisper with
                                  exactly sopline's model and decoding settings) on the audio
     tasks.py analysis REC [N]    sopline's video pass alone (decode -> diff -> keyframes, keeping
-                                 screenshot frames), in-process; before it, the same decoder
-                                 and filters with no analysis, so what the analysis adds to
+                                 screenshot frames), in-process, with the decoder threads the
+                                 build gives it; before it, the same decoder and filters with
+                                 no analysis, so what the analysis adds to
                                  decoding is the difference of the two; the pair runs N times
-                                 (3) and the round with the median difference is reported
+                                 (5) and the round with the median difference is reported
     tasks.py scenedetect NAME REC SOP_JSON
                                  PySceneDetect's detector NAME (content, adaptive, hash) with
                                  its defaults; the scenes are written as a minimal sop.json
@@ -57,45 +58,56 @@ def speech(rec: Path) -> dict:
             "sentences": len(transcript.sentences)}
 
 
-def _decoding_only(rec: Path) -> tuple[float, float]:
+def _decoder_threads(rec: Path) -> int:
+    """The decoder threads `sopline build` gives this recording's video pass (0: libavcodec's
+    choice; a copy of the package older than the choice always decoded so)."""
+    from pipeline import decode, frames
+
+    if not hasattr(frames, "decoder_threads"):
+        return 0
+    return frames.decoder_threads(decode.probe(rec), 0, decode.available_cpus())
+
+
+def _decoding_only(rec: Path, threads: int) -> tuple[float, float]:
     """Wall and process CPU of the video pass's decoder and filters (fps, rotation) with no
     analysis and nothing kept: what any frame analysis in this process starts from."""
     from pipeline import decode, frames
 
     geometry = decode.analysis_geometry(decode.probe(rec))
     t0, c0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
-    for _ in frames.VideoPass(rec, geometry, analysis=False)._frames():  # noqa: SLF001
+    for _ in frames.VideoPass(rec, geometry, analysis=False, threads=threads)._frames():  # noqa: SLF001
         pass
     return time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - c0
 
 
-def _video_pass(rec: Path) -> dict:
+def _video_pass(rec: Path, threads: int) -> dict:
     from visual_digest import video_pass
 
     t0 = time.perf_counter()
     self0 = _cpu(resource.RUSAGE_SELF)
     split: dict = {}
-    diffs, _, _, timeline, frames = video_pass(rec, split)
+    diffs, _, _, timeline, frames = video_pass(rec, split, threads)
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "python_cpu_s": _cpu(resource.RUSAGE_SELF) - self0, **split, "frames": frames,
             "diffs": len(diffs), "events": len(timeline.events)}
 
 
-def analysis(rec: Path, rounds: int = 3) -> dict:
+def analysis(rec: Path, rounds: int = 5) -> dict:
     """Decoding alone and the video pass, one after the other, `rounds` times in this
     process. What the analysis adds is the median over rounds of the pass's CPU less the
     decoding's just before it: on a shared machine one run of either swings by 10-30 %, and
     a pair run back to back shares the machine's state. The round with the median
     difference is reported, with every round's figures beside it."""
+    threads = _decoder_threads(rec)
     rounds_run = []
     for _ in range(rounds):
-        decoding = _decoding_only(rec)
-        rounds_run.append((decoding, _video_pass(rec)))
+        decoding = _decoding_only(rec, threads)
+        rounds_run.append((decoding, _video_pass(rec, threads)))
     by_added = sorted(rounds_run, key=lambda r: r[1]["python_cpu_s"] - r[0][1])
     (decoding_wall, decoding_cpu), run = by_added[len(by_added) // 2]
     return {**{k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()},
             "decoding_only_wall_s": round(decoding_wall, 3), "decoding_only_cpu_s": round(decoding_cpu, 3),
-            "rounds": rounds, "decoding_only_cpus_s": [round(d[1], 3) for d, _ in rounds_run],
+            "decoder_threads": threads, "rounds": rounds, "decoding_only_cpus_s": [round(d[1], 3) for d, _ in rounds_run],
             "pass_cpus_s": [round(p["python_cpu_s"], 3) for _, p in rounds_run],
             "ffmpeg_cpu_s": round(_cpu(resource.RUSAGE_CHILDREN), 3), "package": _package()}
 

@@ -46,10 +46,11 @@ class _Timed:
         return frame
 
 
-def video_pass(path: Path, split: dict | None = None):
+def video_pass(path: Path, split: dict | None = None, threads: int = 0):
     """The video half of Builder.build_sop, in-process, keeping screenshot frames as the
     build does: returns (diffs, counter, first, timeline, frames). `split`, if given,
     receives this thread's CPU seconds of getting frames, diff, keeping frames and keyframes.
+    `threads`: the decoder's (0: libavcodec's choice); the digest does not depend on them.
     It repeats pipeline.analyse.analyse_video's loop rather than calling it: it times the
     parts, keeps what the digest needs, and runs against older copies of the package
     (run_bench.py --pythonpath) that predate that module."""
@@ -57,7 +58,7 @@ def video_pass(path: Path, split: dict | None = None):
     geometry = decode.analysis_geometry(info)
     counter = diff.AmbientCounter(diff.cells_shape(geometry.width, geometry.height), geometry.fps)
     first = diff.FirstFrame()
-    video = frames.VideoPass(path, geometry)
+    video = frames.VideoPass(path, geometry, **({"threads": threads} if threads else {}))
     timed = _Timed(video)
     keep = shots.KeepPolicy(counter, geometry.scale, geometry.fps)
     keep_cpu = 0.0

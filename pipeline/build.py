@@ -229,7 +229,9 @@ class Builder:
         heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
         try:
-            analysis = analyse.analyse_video(rec.path, info, threads=self.settings.cpu_threads)
+            cores = self.settings.cpu_threads or decode.available_cpus()  # as transcription's
+            threads = frames.decoder_threads(info, self.settings.cpu_threads, cores)
+            analysis = analyse.analyse_video(rec.path, info, threads=threads)
             if analysis.video.count == 0:
                 analysis.video.close()
                 raise BuildError("no video frames could be decoded (truncated or corrupt file?)")

@@ -49,6 +49,27 @@ KEEP_BUDGET_BYTES = 256 * 1024 * 1024
 # longer of the two (bench/RESULTS.md); given the cores first, it ends no later than alone,
 # and the decoder, which can use every core, finishes the pass in the time left.
 DECODER_NICE = 10
+# libavcodec's frame threads cost CPU: one thread decodes a 720p or 1080p screen recording
+# with 30-40 % less (bench/RESULTS.md, round 7), CPU that transcription beside it can use.
+# So beside transcription the decoder runs on one thread while that thread still finishes
+# in well under transcription's time: while the source's pixels per second, times the cores
+# transcription spreads over, stay under ONE_THREAD_PIXEL_BUDGET. Measured on 2 EPYC cores:
+# one thread decodes and analyses ~1.3 G screen pixels a second; tiny.en needs ~0.14 s of
+# one core per second of speech and gains little past TRANSCRIPTION_CORES. The budget gives
+# the decoder half of transcription's time: 720p30 and 1080p15 on one thread with 2 cores,
+# 720p15 with 4; 1080p30, and any recording without speech, on libavcodec's threads.
+ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.14 * 1.3e9
+TRANSCRIPTION_CORES = 4
+
+
+def decoder_threads(info: MediaInfo, threads: int, cores: int) -> int:
+    """Decoder threads for the video pass of ``info``: 1 when transcription runs beside it
+    and one thread is fast enough (above), else ``threads`` (0: libavcodec's choice).
+    ``cores`` are those transcription runs on."""
+    pixel_rate = info.width * info.height * max(info.fps, 1.0)  # frames decoded: the average rate
+    if info.has_audio and pixel_rate * min(max(cores, 1), TRANSCRIPTION_CORES) <= ONE_THREAD_PIXEL_BUDGET:
+        return 1
+    return threads
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
 """The video pass's decoder (pipeline/frames.py)."""
+import dataclasses
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -30,3 +32,43 @@ def test_the_decoders_threads_yield_to_transcription_and_no_other_thread_does():
     assert all(priorities[tid] == max(own, frames.DECODER_NICE) for tid in decoders)
     assert all(priorities[tid] == own for tid in names if tid not in decoders)
     assert os.getpriority(os.PRIO_PROCESS, 0) == own
+
+
+def _decoder_thread_names(video) -> set[str]:
+    names = set()
+    for n, _ in enumerate(video):
+        if n == 5:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/comm") as comm:
+                    names.add(comm.read().strip())
+    return {name for name in names if name.startswith("av:")}
+
+
+def test_beside_transcription_a_light_video_is_decoded_on_one_thread():
+    """One thread costs less CPU per frame than libavcodec's frame threads; beside
+    transcription it is the choice while it stays well inside transcription's time."""
+    narrated = decode.probe(FIXTURES / "term-deploy.mp4")  # 960x600 at 10 fps, with speech
+    silent = decode.probe(FIXTURES / "no-audio.mp4")
+    assert narrated.has_audio and not silent.has_audio
+    assert frames.decoder_threads(narrated, 0, 2) == 1
+    assert frames.decoder_threads(narrated, 0, 64) == 1  # transcription gains little past a few cores
+    assert frames.decoder_threads(silent, 0, 2) == 0  # nothing beside it: every core decodes
+    assert frames.decoder_threads(silent, 3, 2) == 3
+    heavy = dataclasses.replace(narrated, width=1920, height=1080, fps=30.0)
+    assert frames.decoder_threads(heavy, 0, 2) == 0  # one thread would outlast transcription
+    assert frames.decoder_threads(heavy, 2, 2) == 2
+    busy = dataclasses.replace(narrated, width=1280, height=720, fps=30.0)
+    assert frames.decoder_threads(busy, 0, 2) == 1
+    assert frames.decoder_threads(busy, 0, 4) == 0  # four cores transcribe it twice as fast
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read through /proc")
+def test_one_decoder_thread_decodes_in_the_calling_thread_with_the_same_frames():
+    path = FIXTURES / "web-scale.mp4"
+    geometry = decode.analysis_geometry(decode.probe(path))
+    threaded = frames.VideoPass(path, geometry)
+    if not _decoder_thread_names(threaded):
+        pytest.skip("this libavcodec does not name its threads")
+    assert not _decoder_thread_names(frames.VideoPass(path, geometry, threads=1))
+    one = [hashlib.sha256(plane.tobytes()).digest() for plane in frames.VideoPass(path, geometry, threads=1)]
+    assert one == [hashlib.sha256(plane.tobytes()).digest() for plane in frames.VideoPass(path, geometry)]
