@@ -54,10 +54,11 @@ DECODER_NICE = 10
 # So beside transcription the decoder runs on one thread while that thread still finishes
 # in well under transcription's time: while the source's pixels per second, times the cores
 # transcription spreads over, stay under ONE_THREAD_PIXEL_BUDGET. Measured on 2 EPYC cores:
-# one thread decodes and analyses ~1.3 G screen pixels a second; tiny.en needs ~0.14 s of
-# one core per second of speech and gains little past TRANSCRIPTION_CORES. The budget gives
-# the decoder half of transcription's time: 720p30 and 1080p15 on one thread with 2 cores,
-# 720p15 with 4; 1080p30, and any recording without speech, on libavcodec's threads.
+# one thread decodes and analyses ~1.3 G screen pixels a second, and tiny.en transcribes a
+# second of speech in ~0.07 s, 0.14 s for one core; taken to speed up with cores only up to
+# TRANSCRIPTION_CORES (an assumption: only 2 were at hand). The budget gives the decoder half
+# of transcription's time: 720p30 and 1080p15 on one thread with 2 cores, 720p15 with 4;
+# 1080p30, and any recording without speech, on libavcodec's threads.
 ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.14 * 1.3e9
 TRANSCRIPTION_CORES = 4
 
