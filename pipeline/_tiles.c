@@ -305,12 +305,11 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
      * rows of a screen recording did not change. Codec noise often touches one macroblock row
      * of a tile: only the groups that differ are rescaled, only the cells they feed summed. */
     const Py_ssize_t tiles_x = (sw + tile_sw - 1) / tile_sw, n_groups = sh / py;
-    dirty = PyMem_Calloc((size_t)(n_groups * (tiles_x + 1)), 1);  /* per group and tile column, then per group */
+    dirty = PyMem_Calloc((size_t)(n_groups * tiles_x), 1);  /* per group of source rows and tile column */
     if (!dirty) {
         PyErr_NoMemory();
         goto done;
     }
-    uint8_t *group_differs = dirty + n_groups * tiles_x;
     int any = 0, moved = 0, out_of_memory = 0, rows_differ = 0;
     Py_ssize_t cy0 = ch, cy1 = 0, cx0 = cw, cx1 = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -320,7 +319,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
             const uint8_t *a = (const uint8_t *)src.buf + y * ss, *b = (const uint8_t *)prev.buf + y * ps;
             if (memcmp(a, b, (size_t)sw) == 0)
                 continue;
-            rows_differ = group_differs[g] = 1;
+            rows_differ = 1;
             for (Py_ssize_t tx = 0, x0 = 0; tx < tiles_x; tx++, x0 += tile_sw)
                 if (!flags[tx] && memcmp(a + x0, b + x0, (size_t)(min_n(x0 + tile_sw, sw) - x0)) != 0)
                     flags[tx] = 1;
@@ -331,10 +330,7 @@ static PyObject *update_tiles(PyObject *Py_UNUSED(self), PyObject *args)
     const Py_ssize_t tile_ah = (Py_ssize_t)tile_gy * qy, tile_cell_rows = tile_ah / cell;
     for (Py_ssize_t g0 = 0; g0 < n_groups; g0 += tile_gy) {
         const Py_ssize_t g1 = min_n(g0 + tile_gy, n_groups);
-        int row_differs = 0;
-        for (Py_ssize_t g = g0; g < g1; g++)
-            row_differs |= group_differs[g];
-        if (!row_differs)
+        if (!memchr(dirty + g0 * tiles_x, 1, (size_t)((g1 - g0) * tiles_x)))  /* no group of the tile row differs */
             continue;
         /* the tile row's analysis rows and cell rows: whole cells, the frame's last row aside */
         const Py_ssize_t ay0 = g0 * qy, ay1 = g1 * qy, cr0 = ay0 / cell, cr1 = (ay1 + cell - 1) / cell;

@@ -195,9 +195,14 @@ class Builder:
         self.speech_in_process = speech_in_process  # a --jobs worker: it is the separate process
 
     @property
+    def speech_threads(self) -> int:
+        """CTranslate2's threads: --threads (a --jobs worker's share), else every core."""
+        return self.settings.cpu_threads or decode.available_cpus()
+
+    @property
     def speech(self) -> speech.SpeechWorker:
-        threads = self.settings.cpu_threads or decode.available_cpus()
-        return speech.worker_for(self.settings.model, threads, self.settings.glossary, self.speech_in_process)
+        return speech.worker_for(self.settings.model, self.speech_threads, self.settings.glossary,
+                                 self.speech_in_process)
 
     def build_sop(self, rec: Recording, sha256: str) -> tuple[Sop, dict[str, bytes], tuple[str, ...]]:
         """All stages for one recording; returns the SOP, its screenshots and warnings."""
@@ -229,8 +234,7 @@ class Builder:
         heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
         try:
-            cores = self.settings.cpu_threads or decode.available_cpus()  # as transcription's
-            threads = frames.decoder_threads(info, self.settings.cpu_threads, cores)
+            threads = frames.decoder_threads(info, self.settings.cpu_threads, self.speech_threads)
             analysis = analyse.analyse_video(rec.path, info, threads=threads)
             if analysis.video.count == 0:
                 analysis.video.close()

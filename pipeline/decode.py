@@ -290,8 +290,12 @@ def analysis_geometry(info: MediaInfo) -> AnalysisGeometry:
     rate = max(info.fps, getattr(info, "nominal_fps", 0.0))
     fps = min(ANALYSIS_MAX_FPS, rate) if rate > 0 else ANALYSIS_MAX_FPS
     duration = getattr(info, "video_duration_s", 0.0) or info.duration_s
-    return AnalysisGeometry(width, height, fps, info.width / width, duration,
-                            float(info.width * info.height * max(info.fps, 1.0)))  # frames actually decoded
+    return AnalysisGeometry(width, height, fps, info.width / width, duration, source_pixel_rate(info))
+
+
+def source_pixel_rate(info: MediaInfo) -> float:
+    """Source pixels decoded per second of media: every frame is decoded, at the average rate."""
+    return float(info.width * info.height * max(info.fps, 1.0))
 
 
 def stage_timeout(duration_s: float, pixel_rate: float = 0.0) -> float:

@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import lz4.block
 import numpy as np
 
-from .decode import _INPUT_OPTS, AnalysisGeometry, DecodeError, _url, stage_timeout
+from .decode import _INPUT_OPTS, AnalysisGeometry, DecodeError, _url, source_pixel_rate, stage_timeout
 from .luma import TV_TO_PC, AreaScaler
 from .model import MediaInfo
 
@@ -67,8 +67,7 @@ def decoder_threads(info: MediaInfo, threads: int, cores: int) -> int:
     """Decoder threads for the video pass of ``info``: 1 when transcription runs beside it
     and one thread is fast enough (above), else ``threads`` (0: libavcodec's choice).
     ``cores`` are those transcription runs on."""
-    pixel_rate = info.width * info.height * max(info.fps, 1.0)  # frames decoded: the average rate
-    if info.has_audio and pixel_rate * min(max(cores, 1), TRANSCRIPTION_CORES) <= ONE_THREAD_PIXEL_BUDGET:
+    if info.has_audio and source_pixel_rate(info) * min(max(cores, 1), TRANSCRIPTION_CORES) <= ONE_THREAD_PIXEL_BUDGET:
         return 1
     return threads
 

@@ -12,6 +12,19 @@ from pipeline import decode, frames
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def _threads_while_decoding(video) -> tuple[dict[int, str], dict[int, int]]:
+    """Name and priority of each thread of this process, by id, at the pass's sixth frame
+    (libavcodec's threads exist once it has decoded a frame); the pass then runs to its end."""
+    names, priorities = {}, {}
+    for n, _ in enumerate(video):
+        if n == 5:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/comm") as comm:
+                    names[int(task)] = comm.read().strip()
+            priorities = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in names}
+    return names, priorities
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set through /proc")
 def test_the_decoders_threads_yield_to_transcription_and_no_other_thread_does():
     """Transcription is the longer path beside the video pass: libavcodec's threads run at
@@ -19,13 +32,7 @@ def test_the_decoders_threads_yield_to_transcription_and_no_other_thread_does():
     path = FIXTURES / "term-deploy.mp4"
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    names = {}
-    for n, _ in enumerate(video):
-        if n == 5:
-            for task in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{task}/comm") as comm:
-                    names[int(task)] = comm.read().strip()
-            priorities = {tid: os.getpriority(os.PRIO_PROCESS, tid) for tid in names}
+    names, priorities = _threads_while_decoding(video)
     decoders = [tid for tid, name in names.items() if name.startswith("av:")]
     if not decoders:  # recent libavcodec names its threads "av:<codec>:..."; an older one does not
         pytest.skip(f"this libavcodec does not name its threads: {sorted(names.values())}")
@@ -35,13 +42,8 @@ def test_the_decoders_threads_yield_to_transcription_and_no_other_thread_does():
 
 
 def _decoder_thread_names(video) -> set[str]:
-    names = set()
-    for n, _ in enumerate(video):
-        if n == 5:
-            for task in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{task}/comm") as comm:
-                    names.add(comm.read().strip())
-    return {name for name in names if name.startswith("av:")}
+    names, _ = _threads_while_decoding(video)
+    return {name for name in names.values() if name.startswith("av:")}
 
 
 def test_beside_transcription_a_light_video_is_decoded_on_one_thread():
