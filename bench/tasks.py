@@ -40,13 +40,23 @@ def _package() -> str:
     return str(Path(pipeline.__file__).parent)
 
 
+def _speech_threads() -> tuple[int, int]:
+    """(CTranslate2's threads, cores) as `sopline build` chooses them (an older copy of the
+    package gave speech every core)."""
+    from pipeline import decode
+    from pipeline.build import Builder, BuildSettings
+
+    builder = Builder(BuildSettings())
+    cores = getattr(builder, "cores", decode.available_cpus())
+    return getattr(builder, "speech_threads", cores), cores
+
+
 def speech(rec: Path) -> dict:
     from pipeline import decode
-    from pipeline.build import BuildSettings
     from pipeline.transcribe import Transcriber
 
     t0 = time.perf_counter()
-    threads = BuildSettings().cpu_threads or decode.available_cpus()  # as Builder.transcriber
+    threads, _ = _speech_threads()
     transcriber = Transcriber(None, threads, ())
     t1 = time.perf_counter()
     audio = decode.read_audio(rec)
@@ -65,7 +75,10 @@ def _decoder_threads(rec: Path) -> int:
 
     if not hasattr(frames, "decoder_threads"):
         return 0
-    return frames.decoder_threads(decode.probe(rec), 0, decode.available_cpus())
+    speech_threads, cores = _speech_threads()
+    if hasattr(frames, "TRANSCRIPTION_CORES"):  # round 7's rule: (info, threads, cores)
+        return frames.decoder_threads(decode.probe(rec), 0, speech_threads)
+    return frames.decoder_threads(decode.probe(rec), 0, speech_threads, cores)
 
 
 def _decoding_only(rec: Path, threads: int) -> tuple[float, float]:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, analyse, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech
+from . import __version__, align, analyse, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech, transcribe
 from .fsutil import atomic_write_bytes, sha256_file
-from .model import GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
+from .model import Box, GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
 from .transcribe import TranscribeError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
@@ -46,7 +46,8 @@ class Recording:
 class BuildSettings:
     model: str | None = None
     glossary: tuple[str, ...] = ()
-    cpu_threads: int = 0  # 0: all available cores
+    cpu_threads: int = 0  # speech threads; 0: transcribe.default_threads within `cores`
+    cores: int = 0  # the cores this build may use; 0: all available (a --jobs worker: its share)
     max_duration_s: float | None = None  # refuse longer recordings up front (not in the digest: it never changes output)
 
     def digest(self, model_label: str) -> str:
@@ -195,9 +196,13 @@ class Builder:
         self.speech_in_process = speech_in_process  # a --jobs worker: it is the separate process
 
     @property
+    def cores(self) -> int:
+        return self.settings.cores or decode.available_cpus()
+
+    @property
     def speech_threads(self) -> int:
-        """CTranslate2's threads: --threads (a --jobs worker's share), else every core."""
-        return self.settings.cpu_threads or decode.available_cpus()
+        """CTranslate2's threads: --threads, else what suits the model within the cores."""
+        return self.settings.cpu_threads or transcribe.default_threads(self.settings.model, self.cores)
 
     @property
     def speech(self) -> speech.SpeechWorker:
@@ -234,7 +239,7 @@ class Builder:
         heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
         try:
-            threads = frames.decoder_threads(info, self.settings.cpu_threads, self.speech_threads)
+            threads = frames.decoder_threads(info, self.settings.cores, self.speech_threads, self.cores)
             analysis = analyse.analyse_video(rec.path, info, threads=threads)
             if analysis.video.count == 0:
                 analysis.video.close()
@@ -244,7 +249,15 @@ class Builder:
             raise
         geometry, video, timeline = analysis.geometry, analysis.video, analysis.timeline
         content_changes = analysis.content_changes
+        duration = info.duration_s or video.count / geometry.fps
         step("transcribe")
+        # Until transcription ends, load the instruction writer's tables and, on a core
+        # it leaves idle, render the screenshots the steps will most likely have.
+        instruct.warm_up()
+        early: dict[tuple, tuple[bytes, Box | None]] = {}
+        if self.cores > self.speech_threads:
+            early = _prerender(video, timeline.events, duration, geometry.fps, content_changes,
+                               until=heard.done)
         try:
             result = listener.result(heard)
         except speech.SpeechModelError:
@@ -256,7 +269,6 @@ class Builder:
             warnings.append("no speech recognised; steps have no narration")
 
         step("segment")
-        duration = info.duration_s or video.count / geometry.fps
         blocks = align.group_sentences(transcript.sentences, result.silence)
         plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
 
@@ -265,40 +277,48 @@ class Builder:
         plans, texts = _fold_contentless(plans, texts)
         ids = step_ids([t.instruction for t in texts])
         last_frame = video.count - 1  # audio may outlast the video: never point past its end
-        shot_index = {i: min(last_frame, int(round(p.shot_time_s * geometry.fps))) for i, p in enumerate(plans)
-                      if p.shot_time_s is not None}
-        before_index = {i: max(0, int(round(p.change_s * geometry.fps)) - 1) for i, p in enumerate(plans)
-                        if p.change_s is not None and i in shot_index}
-        before_index = {i: n for i, n in before_index.items() if n < shot_index[i]}
-        shots_at: dict[int, list[int]] = {}
-        befores_at: dict[int, list[int]] = {}
-        for i, n in shot_index.items():
-            shots_at.setdefault(n, []).append(i)
-        for i, n in before_index.items():
-            befores_at.setdefault(n, []).append(i)
+        frames_of = {i: f for i, p in enumerate(plans) if (f := _shot_frames(p, geometry.fps, last_frame))}
         pngs: dict[str, bytes] = {}
         screenshots: dict[int, Screenshot] = {}
+
+        def add(i: int, png: bytes, highlight: Box | None) -> None:
+            shot = Screenshot(render.image_path(i + 1), round(frames_of[i][0] / geometry.fps, 3),
+                              hashlib.sha256(png).hexdigest(), highlight)
+            pngs[shot.path] = png
+            screenshots[i] = shot
+
+        stand_in = shots.stand_ins(sorted({n for f in frames_of.values() for n in f if n is not None}),
+                                   sorted(video.kept), content_changes)
+        for i, (n, before) in list(frames_of.items()):
+            rendered = early.get(_shot_key(n, before, plans[i].highlight, stand_in))
+            if rendered is not None:
+                add(i, *rendered)
+        shots_at: dict[int, list[int]] = {}
+        befores_at: dict[int, list[int]] = {}
+        for i, (n, before) in frames_of.items():
+            if i not in screenshots:
+                shots_at.setdefault(n, []).append(i)
+                if before is not None:
+                    befores_at.setdefault(before, []).append(i)
         befores: dict[int, object] = {}  # step -> frame before its change, held until its shot arrives
         # PNG encoding (zlib, without the GIL) runs on every core beside the next frame's
         # decompression: it happens after transcription, on the build's critical path.
         encoding: list[concurrent.futures.Future] = []
-        cores = decode.available_cpus()
+        cores = self.cores
         with concurrent.futures.ThreadPoolExecutor(cores) as pool:
             for n, frame in _screenshot_frames(video, rec.path, info, geometry, set(shots_at) | set(befores_at),
                                                content_changes):
                 for i in befores_at.get(n, ()):
                     befores[i] = frame
                 for i in shots_at.get(n, ()):
-                    encoding.append(pool.submit(_screenshot, i, n / geometry.fps, frame, befores.pop(i, None),
-                                                plans[i].highlight))
+                    encoding.append(pool.submit(lambda i, *a: (i, *_screenshot(*a)), i, frame,
+                                                befores.pop(i, None), plans[i].highlight))
                 running = [f for f in encoding if not f.done()]
                 while len(running) > cores:  # bound the frames held by queued encodes
                     running = list(concurrent.futures.wait(
                         running, return_when=concurrent.futures.FIRST_COMPLETED).not_done)
             for future in encoding:
-                i, png, shot = future.result()
-                pngs[shot.path] = png
-                screenshots[i] = shot
+                add(*future.result())
         video.close()
         steps: list[Step] = []
         for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
@@ -376,13 +396,57 @@ def _fold_contentless(plans: Sequence[StepPlan], texts: Sequence[StepText]):
     return kept_plans, kept_texts
 
 
-def _screenshot(i: int, time_s: float, frame, before, highlight) -> tuple[int, bytes, Screenshot]:
-    """Step i's screenshot: the highlight narrowed to what differs from the frame before
-    the step's change, outlined on the frame, as PNG."""
+def _screenshot(frame, before, highlight: Box | None) -> tuple[bytes, Box | None]:
+    """A step's screenshot as PNG, and its highlight: the step's, narrowed to what differs
+    from the frame before the step's change, outlined on the frame."""
     if before is not None and highlight is not None:
         highlight = keyframes.net_change_box(before, frame, highlight) or highlight
-    png = render.screenshot_png(frame, highlight)
-    return i, png, Screenshot(render.image_path(i + 1), round(time_s, 3), hashlib.sha256(png).hexdigest(), highlight)
+    return render.screenshot_png(frame, highlight), highlight
+
+
+def _shot_frames(plan: StepPlan, fps: float, last_frame: int) -> tuple[int, int | None] | None:
+    """The frame indexes of a step's screenshot and of the frame before its change (None
+    when there is no such earlier frame); None for a step without a screenshot."""
+    if plan.shot_time_s is None:
+        return None
+    shot = min(last_frame, int(round(plan.shot_time_s * fps)))
+    before = max(0, int(round(plan.change_s * fps)) - 1) if plan.change_s is not None else None
+    return shot, before if before is not None and before < shot else None
+
+
+def _shot_key(shot: int, before: int | None, highlight: Box | None, stand_in: dict[int, int]) -> tuple | None:
+    """What a screenshot is made of, when the video pass kept both of its frames (screens
+    identical to the wanted frames): kept frame indexes and the highlight. None otherwise."""
+    if shot not in stand_in or (before is not None and before not in stand_in):
+        return None
+    return stand_in[shot], stand_in.get(before) if before is not None else None, highlight
+
+
+def _prerender(video: frames.VideoPass, events, duration_s: float, fps: float, content_changes: list[int],
+               until) -> dict[tuple, tuple[bytes, Box | None]]:
+    """Screenshots of the plans steps are likely to have (segment.likely_plans),
+    rendered from the frames the pass kept until ``until()`` is true: transcription has
+    ended. The build takes those its steps turn out to have (most, bench/RESULTS.md round 8);
+    the same inputs give the same PNG, so the SOP does not depend on how many were ready."""
+    last_frame = video.count - 1
+    plans = segment.likely_plans(events, duration_s, fps)
+    frames_of = [(f, p.highlight) for p in plans if (f := _shot_frames(p, fps, last_frame))]
+    stand_in = shots.stand_ins(sorted({n for f, _ in frames_of for n in f if n is not None}),
+                               sorted(video.kept), content_changes)
+    rendered: dict[tuple, tuple[bytes, Box | None]] = {}
+    unpacked: dict[int, object] = {}  # the last frames decompressed: a shot is often the next step's "before"
+    for (shot, before), highlight in frames_of:
+        if until():
+            break
+        key = _shot_key(shot, before, highlight, stand_in)
+        if key is None or key in rendered:
+            continue
+        for kept in key[:2]:
+            if kept is not None and kept not in unpacked:
+                unpacked[kept] = video.rgb(kept)
+        rendered[key] = _screenshot(unpacked[key[0]], unpacked.get(key[1]), highlight)
+        unpacked = {k: unpacked[k] for k in key[:2] if k is not None}
+    return rendered
 
 
 def _screenshot_frames(video: frames.VideoPass, path: Path, info, geometry, wanted: set[int],
@@ -527,8 +591,7 @@ def _build_parallel(todo, out: Path, settings: BuildSettings, jobs: int, progres
     from concurrent.futures.process import BrokenProcessPool
 
     jobs = min(jobs, len(todo))
-    threads = settings.cpu_threads or max(1, decode.available_cpus() // jobs)
-    worker_settings = dataclasses.replace(settings, cpu_threads=threads)
+    worker_settings = dataclasses.replace(settings, cores=max(1, decode.available_cpus() // jobs))
     results: dict[int, BuildResult] = {}
     # spawn, not fork: the parent may hold threads (progress, ffmpeg readers) and OpenMP state
     context = multiprocessing.get_context("spawn")

@@ -112,7 +112,8 @@ class _ShardType(click.ParamType):
 @click.option("--glossary", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="File with one domain term a line (kubectl, terraform...) to bias recognition.")
 @click.option("--threads", type=click.IntRange(0, 256), default=0,
-              help="CPU threads for speech (0: all cores, shared out among --jobs).")
+              help="CPU threads for speech (0: one for the bundled tiny.en, else all cores, shared out "
+                   "among --jobs).")
 @click.option("--max-duration", "max_duration", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Refuse recordings longer than this, before decoding them.")
 @click.option("--force", is_flag=True, help="Rebuild every recording, even those unchanged since the last build.")

@@ -50,26 +50,26 @@ KEEP_BUDGET_BYTES = 256 * 1024 * 1024
 # and the decoder, which can use every core, finishes the pass in the time left.
 DECODER_NICE = 10
 # libavcodec's frame threads cost CPU: one thread decodes a 720p or 1080p screen recording
-# with 30-40 % less (bench/RESULTS.md, round 7), CPU that transcription beside it can use.
-# So beside transcription the decoder runs on one thread while that thread still finishes
-# in well under transcription's time: while the source's pixels per second, times the cores
-# transcription spreads over, stay under ONE_THREAD_PIXEL_BUDGET. Measured on 2 EPYC cores:
-# one thread decodes and analyses ~1.3 G screen pixels a second, and tiny.en transcribes a
-# second of speech in ~0.07 s, 0.14 s for one core; taken to speed up with cores only up to
-# TRANSCRIPTION_CORES (an assumption: only 2 were at hand). The budget gives the decoder half
-# of transcription's time: 720p30 and 1080p15 on one thread with 2 cores, 720p15 with 4;
-# 1080p30, and any recording without speech, on libavcodec's threads.
-ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.14 * 1.3e9
-TRANSCRIPTION_CORES = 4
+# with 30-40 % less (bench/RESULTS.md, round 7). Beside transcription the decoder gets the
+# cores transcription leaves (tiny.en takes one, transcribe.default_threads), but only one
+# thread unless one thread would take more than half of transcription's time: while the
+# source's pixels per second stay under ONE_THREAD_PIXEL_BUDGET. Measured on 2 EPYC cores:
+# one thread decodes and analyses ~1.3 G screen pixels a second, and tiny.en on its one
+# thread transcribes a second of speech in ~0.052 s (larger models take longer). So 720p30
+# and 1080p15 decode on one thread; 1080p30 on the free cores, when there are two or more.
+ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.052 * 1.3e9
 
 
-def decoder_threads(info: MediaInfo, threads: int, cores: int) -> int:
-    """Decoder threads for the video pass of ``info``: 1 when transcription runs beside it
-    and one thread is fast enough (above), else ``threads`` (0: libavcodec's choice).
-    ``cores`` are those transcription runs on."""
-    if info.has_audio and source_pixel_rate(info) * min(max(cores, 1), TRANSCRIPTION_CORES) <= ONE_THREAD_PIXEL_BUDGET:
-        return 1
-    return threads
+def decoder_threads(info: MediaInfo, threads: int, speech_threads: int, cores: int) -> int:
+    """Decoder threads for the video pass of ``info``. ``threads``: those it may use with
+    no transcription beside it (0: libavcodec's choice); ``cores``: the build's, of which
+    transcription takes ``speech_threads`` when the recording has audio."""
+    if not info.has_audio:
+        return threads
+    free = cores - speech_threads
+    if free >= 2 and source_pixel_rate(info) > ONE_THREAD_PIXEL_BUDGET:
+        return free
+    return 1
 
 
 @dataclass(frozen=True)

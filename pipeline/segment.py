@@ -11,6 +11,7 @@ step's change begins.
 """
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 from .align import NarrationBlock
@@ -47,6 +48,22 @@ def plan_steps(blocks: Sequence[NarrationBlock], events: Sequence[ChangeEvent], 
         later = [e.start_s for _, es in groups[i + 1:] for e in es]
         plans.append(_plan(block, evs, min(later) if later else None, duration_s, fps))
     return plans
+
+
+def likely_plans(events: Sequence[ChangeEvent], duration_s: float, fps: float) -> list[StepPlan]:
+    """Plans steps are likely to have, known before the narration is (the build renders
+    their screenshots meanwhile), most likely first: each change as the only change of its
+    step, each change back to an earlier screen alone (a "close the dialog" step), then
+    each two successive changes in one step."""
+    changes = [e for e in events if not e.reverts]
+    starts = [e.start_s for e in changes]
+
+    def plan(group: list[ChangeEvent]) -> StepPlan:
+        after = bisect.bisect_right(starts, group[-1].start_s)
+        return _plan(None, group, starts[after] if after < len(starts) else None, duration_s, fps)
+
+    return ([plan([e]) for e in changes] + [plan([e]) for e in events if e.reverts]
+            + [plan([a, b]) for a, b in zip(changes, changes[1:])])
 
 
 def _group_start(group: tuple[NarrationBlock | None, list[ChangeEvent]]) -> float:

@@ -30,6 +30,12 @@ SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without p
 CHUNK_S = 180.0
 _CUT_SEARCH_S = 20.0
 _CUT_WINDOW_S = 0.5
+# CTranslate2 splits each matrix product over its threads. A tiny-class model's products
+# are too small to pay for that: on 2 EPYC cores tiny.en transcribes 10 minutes in 31 s on
+# one thread and 38 s on two, with half the CPU (bench/RESULTS.md, round 8), and the other
+# core is left to the video pass. Models with weights up to this size get one thread;
+# larger ones split their larger products over every core they are given.
+ONE_THREAD_MODEL_BYTES = 100 * 1024 * 1024
 
 
 class TranscribeError(Exception):
@@ -56,6 +62,20 @@ def resolve_model(model: str | None) -> ModelSpec:
             raise TranscribeError(f"--model {model}: no CTranslate2 model.bin in that folder")
         return ModelSpec(str(path), path.name)
     return ModelSpec(model, model)
+
+
+def default_threads(model: str | None, cores: int) -> int:
+    """CTranslate2's threads when --threads is not given: 1 for a tiny-class model (the
+    bundled tiny.en, a local folder with a small model.bin, a "tiny" model name), else
+    ``cores``."""
+    if not model:
+        return 1
+    weights = Path(model) / "model.bin"
+    if weights.is_file():
+        small = weights.stat().st_size <= ONE_THREAD_MODEL_BYTES
+    else:
+        small = "tiny" in model.lower()  # a name, fetched by faster-whisper: tiny is ~75 MB
+    return 1 if small else max(1, cores)
 
 
 class Transcriber:

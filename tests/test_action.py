@@ -377,7 +377,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def build_sops(repo: Path) -> None:
-    report = build([repo / "recordings"], repo / "sops", BuildSettings(cpu_threads=2))
+    report = build([repo / "recordings"], repo / "sops", BuildSettings())
     assert not report.failed, [r.message for r in report.failed]
 
 

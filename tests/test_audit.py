@@ -43,7 +43,7 @@ def pristine(tmp_path_factory) -> Path:
     shutil.copy(FIXTURES / "no-audio.mp4", root / "ui" / "release.mp4")
     (root / "ops" / "deploy.sop.yaml").write_text(DEPLOY_SIDECAR)
     (root / "ui" / "release.sop.yaml").write_text(RELEASE_SIDECAR)
-    report = build([root], root / "sops", BuildSettings(cpu_threads=2))
+    report = build([root], root / "sops", BuildSettings())
     assert not report.failed, [r.message for r in report.failed]
     return root
 

@@ -68,7 +68,7 @@ def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("sops")
     for name in FAILING:
         shutil.copy(CLIP, src / name)
-    assert not build([src], out, BuildSettings(cpu_threads=2)).failed
+    assert not build([src], out, BuildSettings()).failed
     before = {stem(name): folder_bytes(out / stem(name)) for name in FAILING}
     for name in FAILING:
         shutil.copy(BROKEN / name, src / name)
@@ -205,7 +205,7 @@ def test_half_second_recording_has_its_duration(corpus):
 
 def test_max_duration_refuses_a_short_file_over_a_small_limit(tmp_path):
     shutil.copy(CLIP, tmp_path / "clip.mp4")
-    report = build([tmp_path / "clip.mp4"], tmp_path / "out", BuildSettings(cpu_threads=2, max_duration_s=0.25))
+    report = build([tmp_path / "clip.mp4"], tmp_path / "out", BuildSettings(max_duration_s=0.25))
     assert [r.message for r in report.failed] == [
         "the recording lasts 0:00 (0.5 s), longer than the maximum of 0.25 s (--max-duration); refused before decoding"]
     assert not (tmp_path / "out" / "clip").exists()
@@ -216,7 +216,7 @@ def test_a_webm_without_a_declared_duration_is_measured_and_still_limited(tmp_pa
     subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(BROKEN / "odd-1366x767.webm"), "-c", "copy",
                     "-f", "webm", "-live", "1", str(live)], check=True, stdin=subprocess.DEVNULL)
     assert decode.probe(live).duration_s == pytest.approx(8.0, abs=0.1)
-    report = build([live], tmp_path / "out", BuildSettings(cpu_threads=2, max_duration_s=5))
+    report = build([live], tmp_path / "out", BuildSettings(max_duration_s=5))
     assert "longer than the maximum of 5 s" in report.failed[0].message
 
 
@@ -257,7 +257,7 @@ def test_a_hung_ffmpeg_fails_its_recording_in_one_line(tmp_path, monkeypatch):
     shutil.copy(BROKEN / "4k60.mp4", src / "heavy.mp4")
     monkeypatch.setattr(decode, "TIMEOUT_FLOOR_S", 0.02)  # every ffmpeg pass now "hangs" past its limit
     monkeypatch.setattr(decode, "TIMEOUT_PER_MEDIA_S", 0.0)
-    report = build([src], tmp_path / "out", BuildSettings(cpu_threads=2))
+    report = build([src], tmp_path / "out", BuildSettings())
     assert [r.recording.source.name for r in report.failed] == ["heavy.mp4"]
     assert re.fullmatch(r"(cannot transcribe the audio: )?ffmpeg took longer than 0\.02 s [a-z ]+ and was "
                         r"stopped \(a hung or pathologically slow decode\)", report.failed[0].message)

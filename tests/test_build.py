@@ -22,7 +22,7 @@ def built(tmp_path_factory):
     for name in RECORDINGS:
         shutil.copy(FIXTURES / f"{name}.mp4", src / f"{name}.mp4")
     out = tmp_path_factory.mktemp("sops")
-    report = build([src], out, BuildSettings(cpu_threads=2))
+    report = build([src], out, BuildSettings())
     assert not report.failed, [r.message for r in report.failed]
     return out
 
@@ -150,9 +150,37 @@ def test_rebuilding_gives_byte_identical_output(tmp_path):
     outputs = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert not build([FIXTURES / "term-deploy.mp4"], out, BuildSettings(cpu_threads=2)).failed
+        assert not build([FIXTURES / "term-deploy.mp4"], out, BuildSettings()).failed
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outputs[0] == outputs[1]
+
+
+def test_screenshots_rendered_while_transcription_runs_are_the_ones_rendered_after(tmp_path, monkeypatch):
+    """The build renders likely screenshots while it waits for transcription, as many as
+    there is time for: none, or all of them, must give the same bytes, and steps must
+    actually take the early ones."""
+    import hashlib
+
+    from pipeline import build as build_module
+
+    prerender = build_module._prerender
+    early: dict = {}
+
+    def everything(*args, until):
+        early.update(prerender(*args, until=lambda: False))
+        return early
+
+    outputs = []
+    for name, stand_in in (("none", lambda *args, until: {}), ("all", everything)):
+        monkeypatch.setattr(build_module, "_prerender", stand_in)
+        out = tmp_path / name
+        assert not build([FIXTURES / "web-scale.mp4"], out, BuildSettings(cores=2)).failed  # a core to spare
+        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[0] == outputs[1]
+    shots = [s["screenshot"]["sha256"] for s in json.loads(outputs[1][Path("web-scale/sop.json")])["steps"]
+             if s["screenshot"]]
+    rendered = {hashlib.sha256(png).hexdigest() for png, _ in early.values()}
+    assert len(shots) >= 3 and len(rendered & set(shots)) >= len(shots) - 1
 
 
 def test_sidecar_metadata_reaches_the_sop(tmp_path):
@@ -162,7 +190,7 @@ def test_sidecar_metadata_reaches_the_sop(tmp_path):
     (src / "scale.sop.yaml").write_text("title: Scale the API\nowner: sre@example.com\nreview_every_days: 30\n"
                                         "prerequisites: [Console access]\n")
     out = tmp_path / "out"
-    assert not build([src], out, BuildSettings(cpu_threads=2)).failed
+    assert not build([src], out, BuildSettings()).failed
     doc = json.loads((out / "scale" / "sop.json").read_text())
     assert doc["title"] == "Scale the API"
     assert doc["metadata"]["owner"] == "sre@example.com"

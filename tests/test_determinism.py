@@ -36,11 +36,11 @@ def all_files(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def two_builds(tmp_path_factory):
     first_root, second_root = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
-    first = build([make_tree(first_root)], first_root / "out", BuildSettings(cpu_threads=2))
+    first = build([make_tree(first_root)], first_root / "out", BuildSettings())
     make_tree(second_root)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(second_root)  # the second build names its folders relatively
-        second = build([Path("recordings")], Path("out"), BuildSettings(cpu_threads=2))
+        second = build([Path("recordings")], Path("out"), BuildSettings())
     return first, second, all_files(first_root / "out"), all_files(second_root / "out")
 
 

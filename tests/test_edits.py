@@ -30,7 +30,7 @@ from pipeline.fsutil import sha256_file
 from pipeline.schemas import load_schema, validate
 
 PAIRS = Path(__file__).parent / "fixtures" / "pairs"
-SETTINGS = BuildSettings(cpu_threads=2)
+SETTINGS = BuildSettings()
 STATUS = "check-billing-service-status"
 SNAPSHOT = "take-snapshot-billing-database"  # reworded in v2 ("billing ledger")
 DRAIN = "drain-billing-service"  # removed in v2

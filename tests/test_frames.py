@@ -48,20 +48,21 @@ def _decoder_thread_names(video) -> set[str]:
 
 def test_beside_transcription_a_light_video_is_decoded_on_one_thread():
     """One thread costs less CPU per frame than libavcodec's frame threads; beside
-    transcription it is the choice while it stays well inside transcription's time."""
+    transcription it is the choice while it stays well inside transcription's time, and
+    always when transcription leaves one core or none."""
     narrated = decode.probe(FIXTURES / "term-deploy.mp4")  # 960x600 at 10 fps, with speech
     silent = decode.probe(FIXTURES / "no-audio.mp4")
     assert narrated.has_audio and not silent.has_audio
-    assert frames.decoder_threads(narrated, 0, 2) == 1
-    assert frames.decoder_threads(narrated, 0, 64) == 1  # transcription gains little past a few cores
-    assert frames.decoder_threads(silent, 0, 2) == 0  # nothing beside it: every core decodes
-    assert frames.decoder_threads(silent, 3, 2) == 3
-    heavy = dataclasses.replace(narrated, width=1920, height=1080, fps=30.0)
-    assert frames.decoder_threads(heavy, 0, 2) == 0  # one thread would outlast transcription
-    assert frames.decoder_threads(heavy, 2, 2) == 2
+    assert frames.decoder_threads(narrated, 0, 1, 2) == 1
+    assert frames.decoder_threads(narrated, 0, 1, 64) == 1
+    assert frames.decoder_threads(silent, 0, 1, 2) == 0  # nothing beside it: libavcodec's choice
+    assert frames.decoder_threads(silent, 3, 1, 2) == 3  # a --jobs worker's share
     busy = dataclasses.replace(narrated, width=1280, height=720, fps=30.0)
-    assert frames.decoder_threads(busy, 0, 2) == 1
-    assert frames.decoder_threads(busy, 0, 4) == 0  # four cores transcribe it twice as fast
+    assert frames.decoder_threads(busy, 0, 1, 8) == 1
+    heavy = dataclasses.replace(narrated, width=1920, height=1080, fps=30.0)
+    assert frames.decoder_threads(heavy, 0, 1, 2) == 1  # the one core transcription leaves
+    assert frames.decoder_threads(heavy, 0, 1, 4) == 3  # one thread would outlast transcription
+    assert frames.decoder_threads(heavy, 0, 4, 4) == 1  # transcription holds every core
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read through /proc")

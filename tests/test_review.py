@@ -39,7 +39,7 @@ def pristine(tmp_path_factory) -> Path:
     (root / "ui").mkdir()
     shutil.copy(FIXTURES / "no-audio.mp4", root / "ui" / "release.mp4")
     (root / "ui" / "release.sop.yaml").write_text(SIDECAR)
-    report = build([root], root / "sops", BuildSettings(cpu_threads=2))
+    report = build([root], root / "sops", BuildSettings())
     assert not report.failed, [r.message for r in report.failed]
     return root
 

@@ -38,7 +38,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
             (src / "ops").mkdir()
             shutil.copy(EXTRA, src / "ops" / "notify.mp4")
         out[name] = tmp_path_factory.mktemp(f"sops-{name}")
-        report = build([src], out[name], BuildSettings(cpu_threads=2))
+        report = build([src], out[name], BuildSettings())
         assert not report.failed, [r.message for r in report.failed]
     return out
 
@@ -212,7 +212,7 @@ def repo(trees, tmp_path_factory) -> Path:
     git(repo, "add", "recordings", "sops")
     git(repo, "commit", "-q", "-m", "billing runbook")
     shutil.copy(PAIRS / "billing-v2.mp4", repo / "recordings" / "billing.mp4")
-    report = build([repo / "recordings"], repo / "sops", BuildSettings(cpu_threads=2))
+    report = build([repo / "recordings"], repo / "sops", BuildSettings())
     assert not report.failed
     return repo
 

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.decode import read_audio
 from pipeline.model import Word
-from pipeline.transcribe import Transcriber, apply_glossary, join_fragments, split_sentences
+from pipeline.build import BuildSettings, Builder
+from pipeline.transcribe import ONE_THREAD_MODEL_BYTES, Transcriber, apply_glossary, default_threads, join_fragments, split_sentences
 
 SPEECH = Path(__file__).parent / "fixtures" / "speech"
 
@@ -23,6 +24,28 @@ def test_real_speech_is_transcribed_with_word_times(transcriber):
     words = [w for s in transcript.sentences for w in s.words]
     assert all(a.start_s <= b.start_s for a, b in zip(words, words[1:]))
     assert words[-1].end_s <= 11.5
+
+
+def test_a_tiny_model_gets_one_thread_and_a_larger_one_every_core(tmp_path):
+    """tiny.en's matrix products are too small to split over threads (slower, and twice the
+    CPU); a larger model's are not."""
+    assert default_threads(None, 8) == 1  # the bundled tiny.en
+    assert default_threads("tiny.en", 8) == 1 and default_threads("Systran/faster-whisper-tiny", 8) == 1
+    assert default_threads("small.en", 8) == 8 and default_threads("small.en", 0) == 1
+    for name, size in (("small", ONE_THREAD_MODEL_BYTES), ("large", ONE_THREAD_MODEL_BYTES + 1)):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "model.bin", "wb") as weights:
+            weights.truncate(size)  # sparse: only its size is read
+    assert default_threads(str(tmp_path / "small"), 4) == 1
+    assert default_threads(str(tmp_path / "large"), 4) == 4
+    assert Builder(BuildSettings()).speech_threads == 1
+    assert Builder(BuildSettings(cpu_threads=3)).speech_threads == 3  # --threads wins
+    assert Builder(BuildSettings(model="medium.en", cores=2)).speech_threads == 2  # a --jobs worker's share
+
+
+def test_one_thread_hears_the_same_words_as_two(transcriber):
+    one = Transcriber(cpu_threads=1).transcribe(read_audio(SPEECH / "jfk.mp3"))
+    assert one == transcriber.transcribe(read_audio(SPEECH / "jfk.mp3"))
 
 
 def test_the_default_model_is_the_bundled_one_and_named_without_a_path(transcriber):
