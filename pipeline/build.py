@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
-from . import __version__, align, analyse, decode, diff, edits, frames, instruct, keyframes, render, segment, shots, sidecar, speech, transcribe
+from . import __version__, align, analyse, decode, diff, edits, frames, instruct, keyframes, render, screenshots, segment, shots, sidecar, speech, transcribe
 from .fsutil import atomic_write_bytes, sha256_file
 from .model import Box, GeneratorInfo, Screenshot, Sentence, Sop, SourceInfo, Step, StepPlan, StepText
 from .transcribe import TranscribeError
@@ -251,81 +251,42 @@ class Builder:
         content_changes = analysis.content_changes
         duration = info.duration_s or video.count / geometry.fps
         step("transcribe")
-        # Until transcription ends, load the instruction writer's tables and, on a core
-        # it leaves idle, render the screenshots the steps will most likely have.
-        instruct.warm_up()
-        early: dict[tuple, tuple[bytes, Box | None]] = {}
-        if self.cores > self.speech_threads:
-            early = _prerender(video, timeline.events, duration, geometry.fps, content_changes,
-                               until=heard.done)
-        try:
-            result = listener.result(heard)
-        except speech.SpeechModelError:
-            raise  # no recording can be built: the run fails as a whole
-        except TranscribeError as exc:
-            raise BuildError(f"cannot transcribe the audio: {exc}") from exc
-        transcript = result.transcript
-        if info.has_audio and not transcript.sentences:
-            warnings.append("no speech recognised; steps have no narration")
+        with screenshots.EarlyShots() as early:
+            # Until transcription ends, load the instruction writer's tables and, on a core
+            # it leaves idle, render the screenshots the steps will most likely have.
+            try:
+                instruct.warm_up()
+                if self.cores > self.speech_threads:
+                    early.render(video, timeline.events, duration, geometry.fps, content_changes, until=heard.done)
+            except BaseException:
+                heard.cancel()
+                raise
+            try:
+                result = listener.result(heard)
+            except speech.SpeechModelError:
+                raise  # no recording can be built: the run fails as a whole
+            except TranscribeError as exc:
+                raise BuildError(f"cannot transcribe the audio: {exc}") from exc
+            transcript = result.transcript
+            if info.has_audio and not transcript.sentences:
+                warnings.append("no speech recognised; steps have no narration")
 
-        step("segment")
-        blocks = align.group_sentences(transcript.sentences, result.silence)
-        plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
+            step("segment")
+            blocks = align.group_sentences(transcript.sentences, result.silence)
+            plans = segment.plan_steps(blocks, timeline.events, duration, geometry.fps)
 
-        step("render")
-        texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
-        plans, texts = _fold_contentless(plans, texts)
-        ids = step_ids([t.instruction for t in texts])
-        last_frame = video.count - 1  # audio may outlast the video: never point past its end
-        frames_of = {i: f for i, p in enumerate(plans) if (f := _shot_frames(p, geometry.fps, last_frame))}
-        pngs: dict[str, bytes] = {}
-        screenshots: dict[int, Screenshot] = {}
-
-        def add(i: int, png: bytes, highlight: Box | None) -> None:
-            shot = Screenshot(render.image_path(i + 1), round(frames_of[i][0] / geometry.fps, 3),
-                              hashlib.sha256(png).hexdigest(), highlight)
-            pngs[shot.path] = png
-            screenshots[i] = shot
-
-        stand_in = shots.stand_ins(sorted({n for f in frames_of.values() for n in f if n is not None}),
-                                   sorted(video.kept), content_changes)
-        for i, (n, before) in list(frames_of.items()):
-            rendered = early.get(_shot_key(n, before, plans[i].highlight, stand_in))
-            if rendered is not None:
-                add(i, *rendered)
-        shots_at: dict[int, list[int]] = {}
-        befores_at: dict[int, list[int]] = {}
-        for i, (n, before) in frames_of.items():
-            if i not in screenshots:
-                shots_at.setdefault(n, []).append(i)
-                if before is not None:
-                    befores_at.setdefault(before, []).append(i)
-        befores: dict[int, object] = {}  # step -> frame before its change, held until its shot arrives
-        # PNG encoding (zlib, without the GIL) runs on every core beside the next frame's
-        # decompression: it happens after transcription, on the build's critical path.
-        encoding: list[concurrent.futures.Future] = []
-        cores = self.cores
-        with concurrent.futures.ThreadPoolExecutor(cores) as pool:
-            for n, frame in _screenshot_frames(video, rec.path, info, geometry, set(shots_at) | set(befores_at),
-                                               content_changes):
-                for i in befores_at.get(n, ()):
-                    befores[i] = frame
-                for i in shots_at.get(n, ()):
-                    encoding.append(pool.submit(lambda i, *a: (i, *_screenshot(*a)), i, frame,
-                                                befores.pop(i, None), plans[i].highlight))
-                running = [f for f in encoding if not f.done()]
-                while len(running) > cores:  # bound the frames held by queued encodes
-                    running = list(concurrent.futures.wait(
-                        running, return_when=concurrent.futures.FIRST_COMPLETED).not_done)
-            for future in encoding:
-                add(*future.result())
+            step("render")
+            texts = [instruct.describe_step([s.text for s in p.sentences], bool(p.events)) for p in plans]
+            plans, texts = _fold_contentless(plans, texts)
+            ids = step_ids([t.instruction for t in texts])
+            pngs, shots_of = self._render_screenshots(plans, video, rec.path, info, geometry, content_changes, early)
         video.close()
         steps: list[Step] = []
         for i, (plan, text, sid) in enumerate(zip(plans, texts, ids)):
             steps.append(Step(id=sid, number=i + 1, start_s=plan.start_s, end_s=plan.end_s,
                               change_s=plan.change_s, instruction=text.instruction, kind=text.kind,
                               narration=_narration(plan), callouts=text.callouts, inputs=text.inputs,
-                              screenshot=screenshots.get(i)))
+                              screenshot=shots_of.get(i)))
         fields = dict(side.fields) if side else {}
         sop = Sop(
             id=str(fields.pop("id", "") or slugify(str(rec.rel))),
@@ -346,6 +307,55 @@ class Builder:
             raise BuildError(f"edits {exc}") from exc
         warnings.extend(edit_warnings)
         return sop, pngs, tuple(warnings)
+
+    def _render_screenshots(self, plans: Sequence[StepPlan], video: frames.VideoPass, path: Path, info,
+                            geometry, content_changes: list[int], early: screenshots.EarlyShots,
+                            ) -> tuple[dict[str, bytes], dict[int, Screenshot]]:
+        """Each step's screenshot (PNG by image path, and its record by step index): those
+        rendered early as they are, the rest now, PNG-encoded on every core (zlib runs
+        without the GIL) beside the next frame's decompression."""
+        last_frame = video.count - 1  # audio may outlast the video: never point past its end
+        frames_of = {i: f for i, p in enumerate(plans) if (f := screenshots.shot_frames(p, geometry.fps, last_frame))}
+        pngs: dict[str, bytes] = {}
+        shots_of: dict[int, Screenshot] = {}
+
+        def add(i: int, png: bytes, highlight: Box | None) -> None:
+            shot = Screenshot(render.image_path(i + 1), round(frames_of[i][0] / geometry.fps, 3),
+                              hashlib.sha256(png).hexdigest(), highlight)
+            pngs[shot.path] = png
+            shots_of[i] = shot
+
+        stand_in = shots.stand_ins(sorted({n for f in frames_of.values() for n in f if n is not None}),
+                                   sorted(video.kept), content_changes)
+        for i, (n, before) in frames_of.items():
+            rendered = early.get(screenshots.shot_key(n, before, plans[i].highlight, stand_in))
+            if rendered is not None:
+                add(i, *rendered)
+        shots_at: dict[int, list[int]] = {}
+        befores_at: dict[int, list[int]] = {}
+        for i, (n, before) in frames_of.items():
+            if i not in shots_of:
+                shots_at.setdefault(n, []).append(i)
+                if before is not None:
+                    befores_at.setdefault(before, []).append(i)
+        befores: dict[int, object] = {}  # step -> frame before its change, held until its shot arrives
+        encoding: list[concurrent.futures.Future] = []
+        cores = self.cores
+        with concurrent.futures.ThreadPoolExecutor(cores) as pool:
+            for n, frame in screenshots.frames_at(video, path, info, geometry, set(shots_at) | set(befores_at),
+                                                  content_changes):
+                for i in befores_at.get(n, ()):
+                    befores[i] = frame
+                for i in shots_at.get(n, ()):
+                    encoding.append(pool.submit(lambda i, *a: (i, *screenshots.render_shot(*a)), i, frame,
+                                                befores.pop(i, None), plans[i].highlight))
+                running = [f for f in encoding if not f.done()]
+                while len(running) > cores:  # bound the frames held by queued encodes
+                    running = list(concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED).not_done)
+            for future in encoding:
+                add(*future.result())
+        return pngs, shots_of
 
     def build_one(self, rec: Recording, out: Path, fingerprint: Fingerprint | None = None) -> BuildResult:
         """Build one recording's SOP folder; any failure becomes a failed result, and the
@@ -394,84 +404,6 @@ def _fold_contentless(plans: Sequence[StepPlan], texts: Sequence[StepText]):
         kept_plans.append(plan)
         kept_texts.append(text)
     return kept_plans, kept_texts
-
-
-def _screenshot(frame, before, highlight: Box | None) -> tuple[bytes, Box | None]:
-    """A step's screenshot as PNG, and its highlight: the step's, narrowed to what differs
-    from the frame before the step's change, outlined on the frame."""
-    if before is not None and highlight is not None:
-        highlight = keyframes.net_change_box(before, frame, highlight) or highlight
-    return render.screenshot_png(frame, highlight), highlight
-
-
-def _shot_frames(plan: StepPlan, fps: float, last_frame: int) -> tuple[int, int | None] | None:
-    """The frame indexes of a step's screenshot and of the frame before its change (None
-    when there is no such earlier frame); None for a step without a screenshot."""
-    if plan.shot_time_s is None:
-        return None
-    shot = min(last_frame, int(round(plan.shot_time_s * fps)))
-    before = max(0, int(round(plan.change_s * fps)) - 1) if plan.change_s is not None else None
-    return shot, before if before is not None and before < shot else None
-
-
-def _shot_key(shot: int, before: int | None, highlight: Box | None, stand_in: dict[int, int]) -> tuple | None:
-    """What a screenshot is made of, when the video pass kept both of its frames (screens
-    identical to the wanted frames): kept frame indexes and the highlight. None otherwise."""
-    if shot not in stand_in or (before is not None and before not in stand_in):
-        return None
-    return stand_in[shot], stand_in.get(before) if before is not None else None, highlight
-
-
-def _prerender(video: frames.VideoPass, events, duration_s: float, fps: float, content_changes: list[int],
-               until) -> dict[tuple, tuple[bytes, Box | None]]:
-    """Screenshots of the plans steps are likely to have (segment.likely_plans),
-    rendered from the frames the pass kept until ``until()`` is true: transcription has
-    ended. The build takes those its steps turn out to have (most, bench/RESULTS.md round 8);
-    the same inputs give the same PNG, so the SOP does not depend on how many were ready."""
-    last_frame = video.count - 1
-    plans = segment.likely_plans(events, duration_s, fps)
-    frames_of = [(f, p.highlight) for p in plans if (f := _shot_frames(p, fps, last_frame))]
-    stand_in = shots.stand_ins(sorted({n for f, _ in frames_of for n in f if n is not None}),
-                               sorted(video.kept), content_changes)
-    rendered: dict[tuple, tuple[bytes, Box | None]] = {}
-    unpacked: dict[int, object] = {}  # the last frames decompressed: a shot is often the next step's "before"
-    for (shot, before), highlight in frames_of:
-        if until():
-            break
-        key = _shot_key(shot, before, highlight, stand_in)
-        if key is None or key in rendered:
-            continue
-        for kept in key[:2]:
-            if kept is not None and kept not in unpacked:
-                unpacked[kept] = video.rgb(kept)
-        rendered[key] = _screenshot(unpacked[key[0]], unpacked.get(key[1]), highlight)
-        unpacked = {k: unpacked[k] for k in key[:2] if k is not None}
-    return rendered
-
-
-def _screenshot_frames(video: frames.VideoPass, path: Path, info, geometry, wanted: set[int],
-                       content_changes: list[int]):
-    """RGB frames at the wanted indexes, in order: from the frames the pass kept where one
-    shows the same screen, else from an exact second pass (only up to the last such frame)."""
-    wanted_sorted = sorted(wanted)
-    stand_in = shots.stand_ins(wanted_sorted, sorted(video.kept), content_changes)
-    missing = [n for n in wanted_sorted if n not in stand_in]
-    exact = frames.iter_rgb_frames(path, info, geometry, missing)
-    pending = next(exact, None)
-    unpacked: tuple[int, object] | None = None  # a kept frame often stands for two wanted ones
-    try:
-        for n in wanted_sorted:
-            if n in stand_in:
-                if unpacked is None or unpacked[0] != stand_in[n]:
-                    unpacked = (stand_in[n], video.rgb(stand_in[n]))
-                yield n, unpacked[1]
-                continue
-            while pending is not None and pending[0] < n:
-                pending = next(exact, None)
-            if pending is not None and pending[0] == n:
-                yield pending
-    finally:
-        exact.close()
 
 
 def _narration(plan: StepPlan) -> tuple[Sentence, ...]:
