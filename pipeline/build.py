@@ -343,7 +343,7 @@ class Builder:
         cores = self.cores
         with concurrent.futures.ThreadPoolExecutor(cores) as pool:
             for n, frame in screenshots.frames_at(video, path, info, geometry, set(shots_at) | set(befores_at),
-                                                  content_changes):
+                                                  stand_in):
                 for i in befores_at.get(n, ()):
                     befores[i] = frame
                 for i in shots_at.get(n, ()):

@@ -70,9 +70,6 @@ class EarlyShots:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __len__(self) -> int:
-        return len(self._spilled)
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -113,11 +110,10 @@ class EarlyShots:
 
 
 def frames_at(video: frames.VideoPass, path: Path, info, geometry, wanted: set[int],
-              content_changes: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """RGB frames at the wanted indexes, in order: from the frames the pass kept where one
-    shows the same screen, else from an exact second pass (only up to the last such frame)."""
+              stand_in: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """RGB frames at the wanted indexes, in order: from the kept frame ``stand_in`` names
+    for it (shots.stand_ins), else from an exact second pass (only up to the last such frame)."""
     wanted_sorted = sorted(wanted)
-    stand_in = shots.stand_ins(wanted_sorted, sorted(video.kept), content_changes)
     missing = [n for n in wanted_sorted if n not in stand_in]
     exact = frames.iter_rgb_frames(path, info, geometry, missing)
     pending = next(exact, None)
