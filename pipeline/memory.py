@@ -7,7 +7,13 @@ high-water mark for the rest of the build, beside the video pass. Pinning the
 threshold keeps such buffers in their own mappings, returned when freed; trimming
 hands back what a finished recording let go (the process lives on between
 recordings). Elsewhere both are no-ops. Measured on a 10-minute 1080p build
-(bench/RESULTS.md): peak of the process tree 608 -> 556 MB for ~2 s more system time.
+(bench/RESULTS.md): peak of the process tree 608 -> 556 MB.
+
+Pinning the mmap threshold also pins glibc's trim threshold, at 128 KB: the top of
+the heap was then handed back after nearly every decoding window and faulted in
+again for the next, twice the page faults of the default and 3-5 s more wall time
+per 10 minutes of narration (round 9). So the heap keeps up to ``keep_free`` bytes
+of free top, and large buffers alone come and go.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
@@ -28,12 +35,14 @@ def _libc():
         return None
 
 
-def map_large_buffers(threshold: int) -> None:
+def map_large_buffers(threshold: int, keep_free: int) -> None:
     """Allocate blocks of ``threshold`` bytes and more in their own mappings, always
-    (each costs a mapping and its page faults: keep per-window buffers under it)."""
+    (each costs a mapping and its page faults: keep per-window buffers under it), and
+    give the heap's free top back only beyond ``keep_free`` bytes."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+        libc.mallopt(_M_TRIM_THRESHOLD, keep_free)
 
 
 def give_back_freed() -> None:

@@ -85,6 +85,9 @@ class LocalSpeech(SpeechWorker):
 # The features of a whole piece of narration (tens of MB) are mapped and unmapped; the
 # per-window buffers of the decoder stay in the heap.
 SPEECH_LARGE_BUFFER_BYTES = 8 << 20
+# Free heap the speech process keeps for the next window's buffers instead of faulting
+# them in again (memory.py).
+SPEECH_HEAP_KEEP_BYTES = 32 << 20
 
 
 _workers: dict[tuple, SpeechWorker] = {}
@@ -124,7 +127,7 @@ def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...]) -> Non
     global _transcriber, _load_error
     from .transcribe import Transcriber
 
-    memory.map_large_buffers(SPEECH_LARGE_BUFFER_BYTES)
+    memory.map_large_buffers(SPEECH_LARGE_BUFFER_BYTES, SPEECH_HEAP_KEEP_BYTES)
 
     try:
         _transcriber = Transcriber(model, cpu_threads, glossary)
