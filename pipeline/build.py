@@ -194,6 +194,7 @@ class Builder:
         self.settings = settings
         self.progress = progress or (lambda *a, **k: None)
         self.speech_in_process = speech_in_process  # a --jobs worker: it is the separate process
+        self._queued: dict[Path, tuple] = {}  # recording -> (its checks, its transcription's future)
 
     @property
     def cores(self) -> int:
@@ -209,11 +210,26 @@ class Builder:
         return speech.worker_for(self.settings.model, self.speech_threads, self.settings.glossary,
                                  self.speech_in_process)
 
-    def build_sop(self, rec: Recording, sha256: str) -> tuple[Sop, dict[str, bytes], tuple[str, ...]]:
-        """All stages for one recording; returns the SOP, its screenshots and warnings."""
-        step = lambda stage, **kw: self.progress("stage", recording=str(rec.source), stage=stage, **kw)
+    def queue_speech(self, rec: Recording) -> None:
+        """Have the speech process start on this recording as soon as it is free. The
+        process works through its queue in order, so a recording queued while the one
+        before it is being built is transcribed while that one's screenshots are rendered
+        and written and its own video pass runs: the speech process, the build's longest
+        stage, never waits between recordings. A recording that fails its checks is not
+        queued; building it reports why."""
+        if rec.path in self._queued:
+            return
+        try:
+            checked = self._checked(rec)
+        except (BuildError, sidecar.SidecarError, OSError):
+            return
+        info = checked[0]
+        self._queued[rec.path] = (checked, self.speech.listen(rec.path, info.has_audio, info.duration_s or None))
+
+    def _checked(self, rec: Recording):
+        """The recording's probe and sidecar, after the checks that refuse it before any
+        decoding: (info, sidecar or None, warnings)."""
         warnings: list[str] = []
-        step("probe")
         try:
             info = decode.probe(rec.path)
         except decode.DecodeError as exc:
@@ -234,9 +250,20 @@ class Builder:
             except sidecar.SidecarError as exc:  # the reason alone: no machine path in index.json
                 raise BuildError(f"sidecar {side_path.name}: {exc.reason}") from exc
             warnings.extend(f"sidecar {side_path.name}: {w}" for w in side.warnings)
+        return info, side, warnings
 
+    def build_sop(self, rec: Recording, sha256: str) -> tuple[Sop, dict[str, bytes], tuple[str, ...]]:
+        """All stages for one recording; returns the SOP, its screenshots and warnings."""
+        step = lambda stage, **kw: self.progress("stage", recording=str(rec.source), stage=stage, **kw)
+        step("probe")
         listener = self.speech
-        heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
+        queued = self._queued.pop(rec.path, None)
+        if queued is not None:
+            (info, side, warnings), heard = queued
+        else:
+            info, side, warnings = self._checked(rec)
+            heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
+        warnings = list(warnings)
         step("analyse video")
         try:
             threads = frames.decoder_threads(info, self.settings.cores, self.speech_threads, self.cores)
@@ -471,6 +498,7 @@ def build(paths: Sequence[Path], out: Path, settings: BuildSettings | None = Non
         label = resolve_model(settings.model).label
         results: dict[int, BuildResult] = {}
         todo: list[tuple[int, Recording, Fingerprint]] = []
+        builder = Builder(settings, progress)
         for i, rec in enumerate(recordings):
             try:
                 fp = fingerprint_of(rec, settings, label)
@@ -490,11 +518,14 @@ def build(paths: Sequence[Path], out: Path, settings: BuildSettings | None = Non
                 progress("skipped", recording=str(rec.source))
             else:
                 todo.append((i, rec, fp))
+                if jobs == 1 and len(todo) == 1:  # a library's first change: no wait for the rest's hashes
+                    builder.queue_speech(rec)
         if jobs > 1 and len(todo) > 1:
             results.update(_build_parallel(todo, out, settings, jobs, progress))
         else:
-            builder = Builder(settings, progress)
-            for i, rec, fp in todo:
+            for k, (i, rec, fp) in enumerate(todo):
+                if k + 1 < len(todo):
+                    builder.queue_speech(todo[k + 1][1])
                 results[i] = builder.build_one(rec, out, fp)
         report = BuildReport([results[i] for i in range(len(recordings))], shard)
         write_index(out, report, previous)

@@ -182,6 +182,38 @@ def test_screenshots_rendered_while_transcription_runs_are_the_ones_rendered_aft
     assert len(shots) >= 3 and len(early & set(shots)) >= len(shots) - 1
 
 
+def test_the_speech_process_starts_on_the_next_recording_before_this_one_is_written(tmp_path, monkeypatch):
+    """Recordings are transcribed back to back: the next one is queued for the speech
+    process while this one is still being built, and the SOPs are those built alone."""
+    from pipeline import render, speech
+
+    events: list[str] = []
+    listen, write = speech.SpeechWorker.listen, render.write_sop_folder
+
+    def listening(self, path, *args):
+        events.append(f"listen {Path(path).stem}")
+        return listen(self, path, *args)
+
+    def writing(sop, pngs, folder):
+        events.append(f"write {folder.name}")
+        return write(sop, pngs, folder)
+
+    monkeypatch.setattr(speech.SpeechWorker, "listen", listening)
+    monkeypatch.setattr(render, "write_sop_folder", writing)
+    src = tmp_path / "rec"
+    src.mkdir()
+    for name in ("narration-only", "web-scale"):
+        shutil.copy(FIXTURES / f"{name}.mp4", src / f"{name}.mp4")
+    together = tmp_path / "together"
+    assert not build([src], together, BuildSettings()).failed
+    assert events == ["listen narration-only", "listen web-scale", "write narration-only", "write web-scale"]
+    monkeypatch.undo()
+    alone = tmp_path / "alone"
+    assert not build([src / "web-scale.mp4"], alone, BuildSettings()).failed
+    docs = [json.loads((out / "web-scale" / "sop.json").read_text()) for out in (together, alone)]
+    assert [(d["steps"], d["transcript"]) for d in docs][0] == [(d["steps"], d["transcript"]) for d in docs][1]
+
+
 def test_sidecar_metadata_reaches_the_sop(tmp_path):
     src = tmp_path / "rec"
     src.mkdir()
