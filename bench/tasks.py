@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The measured programs of the bench, each run in a fresh process by run_bench.py.
 
-    tasks.py speech REC          speech floor: sopline's own Transcriber (faster-whisper with
-                                 exactly sopline's model and decoding settings) on the audio
+    tasks.py speech REC          speech floor: bare faster-whisper (sopline's model, threads and
+                                 decoding settings) on the whole recording in one call
     tasks.py analysis REC [N]    sopline's video pass alone (decode -> diff -> keyframes, keeping
                                  screenshot frames), in-process, with the decoder threads the
                                  build gives it; before it, the same decoder and filters with
@@ -51,21 +51,31 @@ def _speech_threads() -> tuple[int, int]:
     return getattr(builder, "speech_threads", cores), cores
 
 
+# sopline's decoding settings before transcribe.decode_options existed (an older copy)
+_DECODE_OPTIONS = dict(language="en", task="transcribe", beam_size=5, temperature=0.0,
+                       condition_on_previous_text=False, word_timestamps=True, vad_filter=True,
+                       vad_parameters={"min_silence_duration_ms": 400, "speech_pad_ms": 200}, hotwords=None)
+
+
 def speech(rec: Path) -> dict:
-    from pipeline import decode
-    from pipeline.transcribe import Transcriber
+    """Bare faster-whisper, as a user would call it by hand: sopline's model, CTranslate2
+    threads and decoding settings, the whole recording in one transcribe() call that reads
+    the audio itself (PyAV). No pieces, no helper process, nothing of sopline's around it."""
+    from faster_whisper import WhisperModel
+
+    from pipeline import transcribe
 
     t0 = time.perf_counter()
     threads, _ = _speech_threads()
-    transcriber = Transcriber(None, threads, ())
+    spec = transcribe.resolve_model(None)
+    model = WhisperModel(spec.location, device="cpu", compute_type="int8", cpu_threads=threads, num_workers=1)
+    options = transcribe.decode_options() if hasattr(transcribe, "decode_options") else _DECODE_OPTIONS
     t1 = time.perf_counter()
-    audio = decode.read_audio(rec)
+    segments, info = model.transcribe(str(rec), **options)
+    words = sum(len(s.words or ()) for s in segments)
     t2 = time.perf_counter()
-    transcript = transcriber.transcribe(audio)
-    t3 = time.perf_counter()
-    return {"threads": threads, "model": transcriber.spec.label, "load_s": round(t1 - t0, 3),
-            "audio_s": round(t2 - t1, 3), "transcribe_s": round(t3 - t2, 3),
-            "sentences": len(transcript.sentences)}
+    return {"threads": threads, "model": spec.label, "load_s": round(t1 - t0, 3),
+            "transcribe_s": round(t2 - t1, 3), "audio_s": round(info.duration, 3), "words": words}
 
 
 def _decoder_threads(rec: Path) -> int:

@@ -108,14 +108,19 @@ class Transcriber:
             return
         if np.issubdtype(audio.dtype, np.integer):
             audio = np.asarray(audio, np.float32) * np.float32(1.0 / 32768.0)
-        segments, _ = self._model.transcribe(
-            audio, language="en", task="transcribe", beam_size=5, temperature=0.0,
-            condition_on_previous_text=False, word_timestamps=True, vad_filter=True,
-            vad_parameters={"min_silence_duration_ms": 400, "speech_pad_ms": 200},
-            hotwords=", ".join(self.glossary) or None)
+        segments, _ = self._model.transcribe(audio, **decode_options(self.glossary))
         for seg in segments:
             for w in seg.words or []:
                 yield w.start + offset_s, w.end + offset_s, w.word, w.probability
+
+
+def decode_options(glossary: Sequence[str] = ()) -> dict:
+    """faster-whisper's transcribe() arguments, in one place: the bench's speech floor
+    calls bare faster-whisper with exactly these."""
+    return dict(language="en", task="transcribe", beam_size=5, temperature=0.0,
+                condition_on_previous_text=False, word_timestamps=True, vad_filter=True,
+                vad_parameters={"min_silence_duration_ms": 400, "speech_pad_ms": 200},
+                hotwords=", ".join(glossary) or None)
 
 
 def chunk_bounds(audio: np.ndarray, chunk_s: float = CHUNK_S) -> list[tuple[int, int]]:
