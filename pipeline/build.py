@@ -263,7 +263,6 @@ class Builder:
         else:
             info, side, warnings = self._checked(rec)
             heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
-        warnings = list(warnings)
         step("analyse video")
         try:
             threads = frames.decoder_threads(info, self.settings.cores, self.speech_threads, self.cores)

@@ -210,8 +210,8 @@ def test_the_speech_process_starts_on_the_next_recording_before_this_one_is_writ
     monkeypatch.undo()
     alone = tmp_path / "alone"
     assert not build([src / "web-scale.mp4"], alone, BuildSettings()).failed
-    docs = [json.loads((out / "web-scale" / "sop.json").read_text()) for out in (together, alone)]
-    assert [(d["steps"], d["transcript"]) for d in docs][0] == [(d["steps"], d["transcript"]) for d in docs][1]
+    queued_doc, alone_doc = (json.loads((out / "web-scale" / "sop.json").read_text()) for out in (together, alone))
+    assert (queued_doc["steps"], queued_doc["transcript"]) == (alone_doc["steps"], alone_doc["transcript"])
 
 
 def test_sidecar_metadata_reaches_the_sop(tmp_path):
