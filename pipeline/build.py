@@ -279,11 +279,12 @@ class Builder:
         step("transcribe")
         with screenshots.EarlyShots() as early:
             # Until transcription ends, load the instruction writer's tables and, on a core
-            # it leaves idle, render the screenshots the steps will most likely have.
+            # it leaves idle, render the screenshots of the steps heard so far.
             try:
                 instruct.warm_up()
                 if self.cores > self.speech_threads:
-                    early.render(video, timeline.events, duration, geometry.fps, content_changes, until=heard.done)
+                    early.render_while_heard(video, timeline.events, duration, geometry.fps, content_changes,
+                                             heard_so_far=lambda: listener.heard_so_far(heard), until=heard.done)
             except BaseException:
                 heard.cancel()
                 raise

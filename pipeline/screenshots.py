@@ -2,24 +2,36 @@
 changed, the PNG; and the screenshots rendered early, while transcription runs.
 
 Which steps there are is known only once the narration is, at the end of transcription,
-which is the build's longest stage. But most steps' screenshots follow from the screen
-changes alone (segment.likely_plans), so the build renders those on the core transcription
-leaves idle and, once the steps are known, takes the ones they turned out to have. A
-screenshot is a pure function of its two frames and its highlight, so an early one is
-byte for byte the one the step would get later, and the SOP does not depend on how many
-were ready.
+which is the build's longest stage. But the speech process tells what it has heard after
+each piece of a long narration, and the steps that end well before that are, almost
+always, the steps the whole narration gives: the build renders their screenshots on the
+core transcription leaves, and, while the last piece is transcribed, those of the steps
+the later screen changes alone suggest (segment.likely_plans). Once the steps are known,
+it takes the ones they turned out to have. A screenshot is a pure function of its two
+frames and its highlight, so an early one is byte for byte the one the step would get
+later, and the SOP does not depend on how many were ready.
 """
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import frames, keyframes, render, segment, shots
+from . import align, frames, keyframes, render, segment, shots
 from .model import Box, ChangeEvent, StepPlan
+from .transcribe import CHUNK_S
+
+if TYPE_CHECKING:
+    from .speech import Heard
+
+# A step that ends this long before the end of the narration heard so far is cut as the
+# whole narration will cut it (almost always; segment.ORPHAN_AFTER_S is the longest reach
+# of a later sentence).
+SETTLED_MARGIN_S = 15.0
 
 
 def render_shot(frame: np.ndarray, before: np.ndarray | None, highlight: Box | None) -> tuple[bytes, Box | None]:
@@ -76,22 +88,21 @@ class EarlyShots:
             self._file = None
         self._spilled.clear()
 
-    def render(self, video: frames.VideoPass, events: Sequence[ChangeEvent], duration_s: float, fps: float,
-               content_changes: Sequence[int], until: Callable[[], bool]) -> None:
-        """Render the screenshots of segment.likely_plans, most likely first, from the
-        frames the pass kept, until ``until()`` is true (transcription has ended)."""
+    def render(self, video: frames.VideoPass, fps: float, content_changes: Sequence[int],
+               plans: Sequence[StepPlan], until: Callable[[], bool]) -> bool:
+        """Render the screenshots of ``plans`` not rendered yet, in order, from the frames
+        the pass kept, until ``until()`` is true; True when all were."""
         last_frame = video.count - 1
-        likely = [(f, p.highlight) for p in segment.likely_plans(events, duration_s, fps)
-                  if (f := shot_frames(p, fps, last_frame))]
-        stand_in = shots.stand_ins(sorted({n for f, _ in likely for n in f if n is not None}),
+        wanted = [(f, p.highlight) for p in plans if (f := shot_frames(p, fps, last_frame))]
+        stand_in = shots.stand_ins(sorted({n for f, _ in wanted for n in f if n is not None}),
                                    sorted(video.kept), content_changes)
         unpacked: dict[int, np.ndarray] = {}  # the last frames decompressed: a shot is often the next "before"
-        for (shot, before), highlight in likely:
-            if until():
-                return
+        for (shot, before), highlight in wanted:
             key = shot_key(shot, before, highlight, stand_in)
             if key is None or key in self._spilled:
                 continue
+            if until():
+                return False
             unpacked = {k: unpacked[k] if k in unpacked else video.rgb(k) for k in key[:2] if k is not None}
             png, box = render_shot(unpacked[key[0]], unpacked.get(key[1]), highlight)
             if self._file is None:
@@ -99,6 +110,25 @@ class EarlyShots:
             offset = self._file.seek(0, 2)
             self._file.write(png)
             self._spilled[key] = _Spilled(offset, len(png), box)
+        return True
+
+    def render_while_heard(self, video: frames.VideoPass, events: Sequence[ChangeEvent], duration_s: float,
+                           fps: float, content_changes: Sequence[int],
+                           heard_so_far: Callable[[], Heard | None], until: Callable[[], bool],
+                           poll_s: float = 0.05) -> None:
+        """Until ``until()`` is true (transcription has ended), render the screenshots of
+        `plans_to_render` for what ``heard_so_far()`` says is heard, again as it grows."""
+        seen: object = object()
+        done = True
+        while not until():
+            heard = heard_so_far()
+            if heard is not seen:
+                seen, done = heard, False
+                plans = plans_to_render(heard, events, duration_s, fps)
+            if done:
+                time.sleep(poll_s)
+                continue
+            done = self.render(video, fps, content_changes, plans, until)
 
     def get(self, key: tuple | None) -> tuple[bytes, Box | None] | None:
         """The PNG and highlight rendered for ``key``, if it was."""
@@ -107,6 +137,25 @@ class EarlyShots:
             return None
         self._file.seek(spilled.offset)
         return self._file.read(spilled.size), spilled.highlight
+
+
+def plans_to_render(heard: Heard | None, events: Sequence[ChangeEvent], duration_s: float,
+                    fps: float) -> list[StepPlan]:
+    """The steps worth a screenshot before transcription ends, in order: those of the
+    narration heard so far that end SETTLED_MARGIN_S before it; then, once the piece being
+    transcribed is the last, the later changes as `segment.likely_plans` guesses them. (A
+    guess for the whole recording rendered three screenshots for each one used.)"""
+    until_s = heard.until_s if heard is not None and heard.until_s is not None else 0.0
+    settled_s = until_s - SETTLED_MARGIN_S
+    plans: list[StepPlan] = []
+    if heard is not None and heard.transcript.sentences:
+        blocks = align.group_sentences(heard.transcript.sentences, heard.silence)
+        plans = [p for p in segment.plan_steps(blocks, events, duration_s, fps)
+                 if p.shot_time_s is not None and max(p.end_s, p.shot_time_s) <= settled_s]
+    if duration_s - until_s <= 1.5 * CHUNK_S:  # the last piece: transcribe.chunk_bounds
+        later = [e for e in events if e.start_s > settled_s]
+        plans += segment.likely_plans(later, duration_s, fps)
+    return plans
 
 
 def frames_at(video: frames.VideoPass, path: Path, info, geometry, wanted: set[int],

@@ -11,6 +11,7 @@ exits, so a program that calls `build` many times pays the start-up once.
 from __future__ import annotations
 
 import atexit
+import itertools
 import multiprocessing
 import os
 import threading
@@ -18,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import memory
 from .align import SilenceMap
@@ -32,24 +33,78 @@ class SpeechModelError(TranscribeError):
 
 @dataclass(frozen=True)
 class Heard:
-    """What the speech process returns for one recording."""
+    """What the speech process returns for one recording; while it works on a long one,
+    also what it has heard so far (``until_s``: the narration up to that second)."""
 
     transcript: Transcript
     silence: Optional[SilenceMap]
+    until_s: Optional[float] = None  # None: the whole recording
+
+
+class _Progress:
+    """The latest partial `Heard` of each recording being transcribed, by its future."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens = itertools.count()
+        self._latest: dict[int, Heard | None] = {}  # live tokens only
+        self._token_of: dict[Future, int] = {}
+
+    def token(self) -> int:
+        with self._lock:
+            token = next(self._tokens)
+            self._latest[token] = None
+            return token
+
+    def follow(self, future: Future, token: int) -> None:
+        def forget(_):
+            with self._lock:
+                self._latest.pop(token, None)
+                self._token_of.pop(future, None)
+
+        with self._lock:
+            self._token_of[future] = token
+        future.add_done_callback(forget)
+
+    def tell(self, token: int, heard: Heard) -> None:
+        with self._lock:
+            if token in self._latest:  # not for a recording already finished
+                self._latest[token] = heard
+
+    def so_far(self, future: Future) -> Heard | None:
+        with self._lock:
+            token = self._token_of.get(future)
+            return self._latest.get(token) if token is not None else None
 
 
 class SpeechWorker:
-    """One child process with the model loaded; `listen` queues a recording."""
+    """One child process with the model loaded; `listen` queues a recording,
+    `heard_so_far` tells what of it the child has transcribed yet."""
 
     def __init__(self, model: str | None, cpu_threads: int, glossary: Sequence[str]):
         self.label = resolve_model(model).label  # no model load: the child does that
         context = multiprocessing.get_context("spawn")  # never fork a process holding threads
+        self._progress = _Progress()
+        self._told = context.SimpleQueue()  # (token, partial Heard) from the child
         self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_load,
-                                         initargs=(model, cpu_threads, tuple(glossary)))
+                                         initargs=(model, cpu_threads, tuple(glossary), self._told))
+        self._reader = threading.Thread(target=self._read_told, name="speech-progress", daemon=True)
+        self._reader.start()
+
+    def _read_told(self) -> None:
+        while (told := self._told.get()) is not None:
+            self._progress.tell(*told)
 
     def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
+        token = self._progress.token()
         # absolute: the child keeps the folder it started in, the caller may have moved on
-        return self._pool.submit(_listen, Path(os.path.abspath(path)), has_audio, duration_s)
+        future = self._pool.submit(_listen_telling, Path(os.path.abspath(path)), has_audio, duration_s, token)
+        self._progress.follow(future, token)
+        return future
+
+    def heard_so_far(self, future: Future) -> Heard | None:
+        """The narration transcribed so far (a partial `Heard`), None before the first piece."""
+        return self._progress.so_far(future)
 
     def result(self, future: Future) -> Heard:
         try:
@@ -59,6 +114,8 @@ class SpeechWorker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._told.put(None)
+        self._reader.join()
 
 
 class LocalSpeech(SpeechWorker):
@@ -70,16 +127,23 @@ class LocalSpeech(SpeechWorker):
         from concurrent.futures import ThreadPoolExecutor
 
         self.label = resolve_model(model).label
-        self._args = (model, cpu_threads, tuple(glossary))
+        self._args = (model, cpu_threads, tuple(glossary), None)
+        self._progress = _Progress()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="speech")
 
     def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
-        return self._pool.submit(self._listen, Path(path), has_audio, duration_s)
+        token = self._progress.token()
+        future = self._pool.submit(self._listen, Path(path), has_audio, duration_s, token)
+        self._progress.follow(future, token)
+        return future
 
-    def _listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Heard:
+    def _listen(self, path: Path, has_audio: bool, duration_s: float | None, token: int) -> Heard:
         if _transcriber is None and _load_error is None:
             _load(*self._args)
-        return _listen(path, has_audio, duration_s)
+        return _listen(path, has_audio, duration_s, lambda heard: self._progress.tell(token, heard))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # The features of a whole piece of narration (tens of MB) are mapped and unmapped; the
@@ -121,12 +185,14 @@ atexit.register(_close_all)
 
 _transcriber = None
 _load_error: str | None = None
+_told = None  # the queue back to the parent: what is heard so far
 
 
-def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...]) -> None:
-    global _transcriber, _load_error
+def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...], told=None) -> None:
+    global _transcriber, _load_error, _told
     from .transcribe import Transcriber
 
+    _told = told
     memory.map_large_buffers(SPEECH_LARGE_BUFFER_BYTES, SPEECH_HEAP_KEEP_BYTES)
 
     try:
@@ -135,7 +201,14 @@ def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...]) -> Non
         _load_error = str(exc)
 
 
-def _listen(path: Path, has_audio: bool, duration_s: float | None) -> Heard:
+def _listen_telling(path: Path, has_audio: bool, duration_s: float | None, token: int) -> Heard:
+    return _listen(path, has_audio, duration_s, lambda heard: _told.put((token, heard)) if _told else None)
+
+
+def _listen(path: Path, has_audio: bool, duration_s: float | None,
+            tell: Callable[[Heard], None] = lambda heard: None) -> Heard:
+    """The recording's transcript and silences; ``tell`` gets what is heard so far after
+    each piece of a long narration but the last."""
     from . import decode
 
     if _transcriber is None:
@@ -147,7 +220,8 @@ def _listen(path: Path, has_audio: bool, duration_s: float | None) -> Heard:
     except OSError as exc:  # DecodeError among them: sent back as plain text
         raise TranscribeError(str(exc)) from None
     silence = SilenceMap(audio)
-    heard = Heard(_transcriber.transcribe(audio), silence)
+    heard = Heard(_transcriber.transcribe(audio, lambda until_s, so_far: tell(Heard(so_far, silence, until_s))),
+                  silence)
     del audio
     memory.give_back_freed()  # this process lives on between recordings: hand back the features' memory
     return heard

@@ -14,7 +14,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -93,12 +93,21 @@ class Transcriber:
         except Exception as exc:
             raise TranscribeError(f"cannot load speech model {self.spec.label}: {exc}") from exc
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray,
+                   on_piece: Callable[[float, Transcript], None] | None = None) -> Transcript:
+        """The narration's transcript. A long one is transcribed piece by piece; after each
+        piece but the last, ``on_piece(until_s, transcript so far)``."""
         if audio.size < 1600:  # under 0.1 s: nothing to hear
             return Transcript((), "en", self.spec.label)
-        words = join_fragments(raw for start, end in chunk_bounds(audio, self.chunk_s)
-                               for raw in self._raw_words(audio[start:end], start / AUDIO_RATE))
-        words = apply_glossary(words, self.glossary)
+        raw: list = []
+        for start, end in chunk_bounds(audio, self.chunk_s):
+            raw.extend(self._raw_words(audio[start:end], start / AUDIO_RATE))
+            if on_piece is not None and end < audio.size:
+                on_piece(end / AUDIO_RATE, self._transcript(raw))
+        return self._transcript(raw)
+
+    def _transcript(self, raw) -> Transcript:
+        words = apply_glossary(join_fragments(raw), self.glossary)
         return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
 
     def _raw_words(self, audio: np.ndarray, offset_s: float):

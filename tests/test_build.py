@@ -161,18 +161,17 @@ def test_screenshots_rendered_while_transcription_runs_are_the_ones_rendered_aft
     actually take the early ones."""
     import hashlib
 
-    from pipeline import screenshots
+    from pipeline import screenshots, segment
 
-    render = screenshots.EarlyShots.render
     early: set[str] = set()
 
-    def everything(self, *args, until):
-        render(self, *args, until=lambda: False)
+    def everything(self, video, events, duration_s, fps, content_changes, heard_so_far, until):
+        self.render(video, fps, content_changes, segment.likely_plans(events, duration_s, fps), until=lambda: False)
         early.update(hashlib.sha256(self.get(key)[0]).hexdigest() for key in self._spilled)
 
     outputs = []
-    for name, stand_in in (("none", lambda self, *args, until: None), ("all", everything)):
-        monkeypatch.setattr(screenshots.EarlyShots, "render", stand_in)
+    for name, stand_in in (("none", lambda self, *args, **kwargs: None), ("all", everything)):
+        monkeypatch.setattr(screenshots.EarlyShots, "render_while_heard", stand_in)
         out = tmp_path / name
         assert not build([FIXTURES / "web-scale.mp4"], out, BuildSettings(cores=2)).failed  # a core to spare
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})

@@ -57,3 +57,34 @@ def test_a_ticking_clock_does_not_keep_a_frame_every_second(tmp_path):
     assert seconds > 90 and len(timeline.events) >= 10
     assert len(video.kept) < seconds / 2  # one a second would be ~100
     assert video.count - 1 in video.kept  # the screen as the recording ends
+
+
+def test_the_steps_of_the_narration_heard_so_far_are_those_of_the_whole(monkeypatch):
+    """The build renders the screenshots of the steps heard so far while transcription
+    goes on: a step that ends SETTLED_MARGIN_S before what is heard must be cut as the
+    whole narration cuts it (only then is its early screenshot taken)."""
+    from pipeline import align, screenshots, segment
+    from pipeline.speech import Heard
+    from pipeline.transcribe import Transcriber
+
+    monkeypatch.setattr(screenshots, "SETTLED_MARGIN_S", 2.0)  # a 20 s recording in 4 s pieces
+    path = FIXTURES / "term-deploy.mp4"
+    video, timeline, _, geometry = analyse("term-deploy.mp4")
+    duration = decode.probe(path).duration_s
+    audio = decode.read_audio_pcm(path)
+    silence = align.SilenceMap(audio)
+    transcriber = Transcriber(cpu_threads=1)
+    transcriber.chunk_s = 4.0
+    told: list[Heard] = []
+    whole = transcriber.transcribe(audio, lambda until_s, so_far: told.append(Heard(so_far, silence, until_s)))
+    steps = segment.plan_steps(align.group_sentences(whole.sentences, silence), timeline.events, duration,
+                               geometry.fps)
+    settled_counts = []
+    for heard in told:
+        settled_s = heard.until_s - 2.0
+        ahead = screenshots.plans_to_render(heard, timeline.events, duration, geometry.fps)
+        settled = [p for p in ahead if max(p.end_s, p.shot_time_s) <= settled_s]
+        assert settled == [p for p in steps if p.shot_time_s is not None and max(p.end_s, p.shot_time_s) <= settled_s]
+        assert all(p.change_s > settled_s for p in ahead[len(settled):])  # the rest: later changes alone
+        settled_counts.append(len(settled))
+    assert len(told) >= 3 and settled_counts[-1] >= 2, settled_counts

@@ -131,3 +131,45 @@ def test_speech_transcribed_in_pieces_keeps_its_words_and_times(transcriber):
     assert "what your country can do for you" in text(cut)  # short pieces lose some context
     assert all(a.start_s <= b.start_s for a, b in zip(cut, cut[1:]))
     assert abs(cut[-1].end_s - whole[-1].end_s) < 0.5  # times are on the recording's clock
+
+
+def test_a_long_narration_tells_what_is_heard_after_each_piece_but_the_last():
+    from pipeline.decode import read_audio_pcm
+    from pipeline.transcribe import chunk_bounds
+
+    audio = read_audio_pcm(RECORDING)
+    pieces = Transcriber(cpu_threads=1)
+    pieces.chunk_s = 5.0
+    told = []
+    whole = pieces.transcribe(audio, lambda until_s, so_far: told.append((until_s, so_far)))
+    assert [until_s for until_s, _ in told] == [end / 16000 for _, end in chunk_bounds(audio, 5.0)[:-1]]
+    words = [w for s in whole.sentences for w in s.words]
+    for until_s, so_far in told:
+        heard = [w for s in so_far.sentences for w in s.words]
+        assert heard == [w for w in words if w.start_s < until_s]  # exactly the words before the cut
+        assert so_far.sentences[:-1] == whole.sentences[:len(so_far.sentences) - 1]
+    assert 0 < len(told[0][1].sentences) < len(told[-1][1].sentences)
+
+
+def test_the_speech_process_tells_the_build_what_it_has_heard_so_far(tmp_path, monkeypatch):
+    """Over the process boundary: a narration longer than one and a half pieces (padded
+    with silence here) is told after its first piece, and forgotten once it is done."""
+    import subprocess
+
+    from pipeline import decode, speech
+
+    padded = tmp_path / "long.wav"
+    subprocess.run([decode.ffmpeg_binary(), "-loglevel", "error", "-i", str(RECORDING), "-vn", "-ac", "1",
+                    "-ar", "16000", "-af", "apad=whole_dur=300", str(padded)], check=True)
+    told = []
+    tell = speech._Progress.tell
+    monkeypatch.setattr(speech._Progress, "tell", lambda self, token, heard: (told.append(heard), tell(self, token, heard)))
+    worker = speech.SpeechWorker(None, 1, ())
+    try:
+        future = worker.listen(padded, True, 300.0)
+        heard = worker.result(future)
+        assert worker.heard_so_far(future) is None
+    finally:
+        worker.close()
+    assert len(told) == 1 and 150 < told[0].until_s < 210
+    assert told[0].transcript == heard.transcript and heard.transcript.sentences and heard.until_s is None
