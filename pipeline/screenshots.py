@@ -23,7 +23,7 @@ import numpy as np
 
 from . import align, frames, keyframes, render, segment, shots
 from .model import Box, ChangeEvent, StepPlan
-from .transcribe import CHUNK_S
+from .transcribe import CHUNK_S, LAST_PIECE_CHUNKS
 
 if TYPE_CHECKING:
     from .speech import Heard
@@ -152,7 +152,7 @@ def plans_to_render(heard: Heard | None, events: Sequence[ChangeEvent], duration
         blocks = align.group_sentences(heard.transcript.sentences, heard.silence)
         plans = [p for p in segment.plan_steps(blocks, events, duration_s, fps)
                  if p.shot_time_s is not None and max(p.end_s, p.shot_time_s) <= settled_s]
-    if duration_s - until_s <= 1.5 * CHUNK_S:  # the last piece: transcribe.chunk_bounds
+    if duration_s - until_s <= LAST_PIECE_CHUNKS * CHUNK_S:  # the last piece (transcribe.chunk_bounds)
         later = [e for e in events if e.start_s > settled_s]
         plans += segment.likely_plans(later, duration_s, fps)
     return plans

@@ -50,13 +50,13 @@ class _Progress:
         self._latest: dict[int, Heard | None] = {}  # live tokens only
         self._token_of: dict[Future, int] = {}
 
-    def token(self) -> int:
+    def follow(self, submit: Callable[[int], Future]) -> Future:
+        """``submit(token)``'s future; what is told under the token is kept until it is done."""
         with self._lock:
             token = next(self._tokens)
             self._latest[token] = None
-            return token
+        future = submit(token)
 
-    def follow(self, future: Future, token: int) -> None:
         def forget(_):
             with self._lock:
                 self._latest.pop(token, None)
@@ -65,6 +65,7 @@ class _Progress:
         with self._lock:
             self._token_of[future] = token
         future.add_done_callback(forget)
+        return future
 
     def tell(self, token: int, heard: Heard) -> None:
         with self._lock:
@@ -96,11 +97,9 @@ class SpeechWorker:
             self._progress.tell(*told)
 
     def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
-        token = self._progress.token()
-        # absolute: the child keeps the folder it started in, the caller may have moved on
-        future = self._pool.submit(_listen_telling, Path(os.path.abspath(path)), has_audio, duration_s, token)
-        self._progress.follow(future, token)
-        return future
+        path = Path(os.path.abspath(path))  # the child keeps its folder, the caller may have moved on
+        return self._progress.follow(
+            lambda token: self._pool.submit(_listen_telling, path, has_audio, duration_s, token))
 
     def heard_so_far(self, future: Future) -> Heard | None:
         """The narration transcribed so far (a partial `Heard`), None before the first piece."""
@@ -132,10 +131,8 @@ class LocalSpeech(SpeechWorker):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="speech")
 
     def listen(self, path: Path, has_audio: bool, duration_s: float | None) -> Future:
-        token = self._progress.token()
-        future = self._pool.submit(self._listen, Path(path), has_audio, duration_s, token)
-        self._progress.follow(future, token)
-        return future
+        return self._progress.follow(
+            lambda token: self._pool.submit(self._listen, Path(path), has_audio, duration_s, token))
 
     def _listen(self, path: Path, has_audio: bool, duration_s: float | None, token: int) -> Heard:
         if _transcriber is None and _load_error is None:
@@ -202,7 +199,7 @@ def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...], told=N
 
 
 def _listen_telling(path: Path, has_audio: bool, duration_s: float | None, token: int) -> Heard:
-    return _listen(path, has_audio, duration_s, lambda heard: _told.put((token, heard)) if _told else None)
+    return _listen(path, has_audio, duration_s, lambda heard: _told.put((token, heard)))
 
 
 def _listen(path: Path, has_audio: bool, duration_s: float | None,

@@ -26,8 +26,10 @@ SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without p
 # Long narration is transcribed in pieces of about CHUNK_S seconds, cut at the quietest
 # half second near each boundary: faster-whisper computes the features of all the audio
 # it is given at once (about 0.8 GB per 30 minutes), so pieces keep memory flat in the
-# recording's length. Recordings up to 1.5 x CHUNK_S are one piece, as before.
+# recording's length. What is left once it is at most LAST_PIECE_CHUNKS x CHUNK_S long is
+# the last piece (so recordings up to 1.5 x CHUNK_S are one piece, as before).
 CHUNK_S = 180.0
+LAST_PIECE_CHUNKS = 1.5
 _CUT_SEARCH_S = 20.0
 _CUT_WINDOW_S = 0.5
 # CTranslate2 splits each matrix product over its threads. A tiny-class model's products
@@ -139,7 +141,7 @@ def chunk_bounds(audio: np.ndarray, chunk_s: float = CHUNK_S) -> list[tuple[int,
     n, target = audio.size, int(chunk_s * AUDIO_RATE)
     search, window, hop = min(int(_CUT_SEARCH_S * AUDIO_RATE), target // 3), int(_CUT_WINDOW_S / 0.01), AUDIO_RATE // 100
     bounds, start = [], 0
-    while n - start > target * 3 // 2:
+    while n - start > int(target * LAST_PIECE_CHUNKS):
         lo, hi = start + target - search, start + target + search
         frames = audio[lo:hi][: (hi - lo) // hop * hop].reshape(-1, hop).astype(np.float64)
         energy = np.convolve((frames ** 2).mean(axis=1), np.ones(window), mode="valid")
