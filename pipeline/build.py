@@ -26,6 +26,9 @@ from .transcribe import TranscribeError
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 INDEX_NAME = "index.json"
 LOCK_NAME = ".sopline.lock"
+# Speech threads at most on one narration (transcribe.Transcriber's workers): each one more
+# holds another copy of the model and its piece's features, ~55 + ~60 MB with tiny.en.
+MAX_SPEECH_WORKERS = 4
 Progress = Callable[..., None]
 
 
@@ -206,9 +209,16 @@ class Builder:
         return self.settings.cpu_threads or transcribe.default_threads(self.settings.model, self.cores)
 
     @property
+    def speech_workers(self) -> int:
+        """Threads that may share a long narration's pieces once the video pass is over:
+        as many as the cores hold at CTranslate2's threads each, up to MAX_SPEECH_WORKERS
+        (each helper holds its own copy of the model and its piece's features)."""
+        return max(1, min(self.cores // self.speech_threads, MAX_SPEECH_WORKERS))
+
+    @property
     def speech(self) -> speech.SpeechWorker:
         return speech.worker_for(self.settings.model, self.speech_threads, self.settings.glossary,
-                                 self.speech_in_process)
+                                 self.speech_in_process, self.speech_workers)
 
     def queue_speech(self, rec: Recording) -> None:
         """Have the speech process start on this recording as soon as it is free. The
@@ -264,6 +274,7 @@ class Builder:
             info, side, warnings = self._checked(rec)
             heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
+        listener.lend_core(False)  # the video pass takes the cores the speech process does not
         try:
             threads = frames.decoder_threads(info, self.settings.cores, self.speech_threads, self.cores)
             analysis = analyse.analyse_video(rec.path, info, threads=threads)
@@ -278,14 +289,18 @@ class Builder:
         duration = info.duration_s or video.count / geometry.fps
         step("transcribe")
         with screenshots.EarlyShots() as early:
-            # Until transcription ends, load the instruction writer's tables and, on a core
-            # it leaves idle, render the screenshots of the steps heard so far.
+            # Until transcription ends, lend the speech process the cores the video pass
+            # used, load the instruction writer's tables and, on a core transcription leaves
+            # idle, render the screenshots of the steps heard so far.
             try:
+                if self.cores > self.speech_threads:
+                    listener.lend_core(True)
                 instruct.warm_up()
                 if self.cores > self.speech_threads:
                     early.render_while_heard(video, timeline.events, duration, geometry.fps, content_changes,
                                              heard_so_far=lambda: listener.heard_so_far(heard), until=heard.done)
             except BaseException:
+                listener.lend_core(False)
                 heard.cancel()
                 raise
             try:
@@ -294,6 +309,8 @@ class Builder:
                 raise  # no recording can be built: the run fails as a whole
             except TranscribeError as exc:
                 raise BuildError(f"cannot transcribe the audio: {exc}") from exc
+            finally:
+                listener.lend_core(False)
             transcript = result.transcript
             if info.has_audio and not transcript.sentences:
                 warnings.append("no speech recognised; steps have no narration")

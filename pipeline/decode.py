@@ -17,6 +17,7 @@ recording after which it is stopped and reported in one line.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import shutil
@@ -408,6 +409,15 @@ def read_audio_pcm(path: Path, duration_s: float | None = None, timeout_s: float
         if size == 0:
             return np.zeros(0, np.int16)
         return np.memmap(spool, dtype=np.int16, mode="r", shape=(size // 2,))  # the map keeps the file
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array (as `read_audio_pcm` returns) from this
+    process's resident memory once read: they stay in the page cache and are read again
+    if used. Touched pages otherwise stay resident, 58 MB for 30 minutes of narration."""
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def read_audio(path: Path, duration_s: float | None = None, timeout_s: float | None = None) -> np.ndarray:

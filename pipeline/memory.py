@@ -23,6 +23,7 @@ import functools
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,6 +44,16 @@ def map_large_buffers(threshold: int, keep_free: int) -> None:
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, threshold)
         libc.mallopt(_M_TRIM_THRESHOLD, keep_free)
+
+
+def limit_arenas(count: int) -> None:
+    """Let the process's threads share at most ``count`` malloc arenas. By default glibc
+    gives busy threads (CTranslate2's, onnxruntime's) arenas of their own, each keeping its
+    own free memory: two speech threads held ~70 MB more, and ran no faster (round 11).
+    Call before the threads start."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, count)
 
 
 def give_back_freed() -> None:

@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .decode import AUDIO_RATE
+from .decode import AUDIO_RATE, release_pages
 from .model import Sentence, Transcript, Word
 
 SENTENCE_END = re.compile(r"[.!?]['\")\]]*$")
 SENTENCE_BREAK_GAP_S = 0.9  # a silence this long ends a sentence even without punctuation
 # Long narration is transcribed in pieces of about CHUNK_S seconds, cut at the quietest
-# half second near each boundary: faster-whisper computes the features of all the audio
-# it is given at once (about 0.8 GB per 30 minutes), so pieces keep memory flat in the
-# recording's length. What is left once it is at most LAST_PIECE_CHUNKS x CHUNK_S long is
-# the last piece (so recordings up to 1.5 x CHUNK_S are one piece, as before).
-CHUNK_S = 180.0
+# half second near each boundary. faster-whisper computes the features of all the audio
+# it is given at once, so pieces keep memory flat in the recording's length; and pieces
+# are independent (no conditioning on earlier text), so once the video pass leaves a core
+# idle a second thread transcribes the next piece beside the first (`transcribe`'s
+# ``spare_core``). 90 s pieces share the work out evenly and cost no more than 180 s ones
+# (10 minutes on one thread: 22.3 s against 22.9 s, bench/RESULTS.md round 11). What is left
+# once it is at most LAST_PIECE_CHUNKS x CHUNK_S long is the last piece (so narration up to
+# 1.5 x CHUNK_S is one piece).
+CHUNK_S = 90.0
 LAST_PIECE_CHUNKS = 1.5
 _CUT_SEARCH_S = 20.0
 _CUT_WINDOW_S = 0.5
@@ -42,6 +47,12 @@ ONE_THREAD_MODEL_BYTES = 100 * 1024 * 1024
 
 class TranscribeError(Exception):
     pass
+
+
+class SpareCore(Protocol):
+    """Set while the caller leaves a core idle (a threading or multiprocessing Event)."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -81,48 +92,145 @@ def default_threads(model: str | None, cores: int) -> int:
 
 
 class Transcriber:
-    """Loads the model once, transcribes many recordings."""
+    """Loads the model once, transcribes many recordings. With ``workers`` > 1, up to that
+    many threads share a long narration's pieces while a core is spare; each helper thread
+    loads its own copy of the model the first time it is needed (~55 MB for tiny.en)."""
 
-    def __init__(self, model: str | None = None, cpu_threads: int = 2, glossary: Sequence[str] = ()):
-        from faster_whisper import WhisperModel
-
+    def __init__(self, model: str | None = None, cpu_threads: int = 2, glossary: Sequence[str] = (),
+                 workers: int = 1):
         self.spec = resolve_model(model)
         self.glossary = tuple(t.strip() for t in glossary if t.strip())
         self.chunk_s = CHUNK_S
+        self.cpu_threads = cpu_threads
+        self.workers = max(1, workers)
+        self.pieces_helped = 0  # of the last narration: the pieces a helper thread transcribed
+        self._model = self._load()
+        self._helper_models: list = []
+        self._helper_models_lock = threading.Lock()
+
+    def _load(self):
+        from faster_whisper import WhisperModel
+
         try:
-            self._model = WhisperModel(self.spec.location, device="cpu", compute_type="int8",
-                                       cpu_threads=cpu_threads, num_workers=1)
+            return WhisperModel(self.spec.location, device="cpu", compute_type="int8",
+                                cpu_threads=self.cpu_threads, num_workers=1)
         except Exception as exc:
             raise TranscribeError(f"cannot load speech model {self.spec.label}: {exc}") from exc
 
-    def transcribe(self, audio: np.ndarray,
-                   on_piece: Callable[[float, Transcript], None] | None = None) -> Transcript:
-        """The narration's transcript. A long one is transcribed piece by piece; after each
-        piece but the last, ``on_piece(until_s, transcript so far)``."""
+    def transcribe(self, audio: np.ndarray, on_piece: Callable[[float, Transcript], None] | None = None,
+                   spare_core: SpareCore | None = None) -> Transcript:
+        """The narration's transcript. A long one is transcribed piece by piece, in order;
+        while ``spare_core`` is set, helper threads take the next pieces too. Each time the
+        pieces done from the start grow, short of the whole, ``on_piece(until_s, transcript
+        so far)``. The words never depend on which thread transcribed which piece."""
+        self.pieces_helped = 0
         if audio.size < 1600:  # under 0.1 s: nothing to hear
             return Transcript((), "en", self.spec.label)
-        raw: list = []
-        for start, end in chunk_bounds(audio, self.chunk_s):
-            raw.extend(self._raw_words(audio[start:end], start / AUDIO_RATE))
-            if on_piece is not None and end < audio.size:
-                on_piece(end / AUDIO_RATE, self._transcript(raw))
-        return self._transcript(raw)
+        bounds = chunk_bounds(audio, self.chunk_s)
+        told = None if on_piece is None else (
+            lambda done, raw: on_piece(bounds[done - 1][1] / AUDIO_RATE, self._transcript(raw)))
+        pieces = _Pieces(len(bounds), told)
+        transcribe_piece = lambda i, model: list(  # noqa: E731
+            self._raw_words(audio[bounds[i][0]:bounds[i][1]], bounds[i][0] / AUDIO_RATE, model))
+        helpers = []
+        if spare_core is not None and len(bounds) > 1:
+            helpers = [threading.Thread(target=self._help, args=(k, pieces, transcribe_piece, spare_core),
+                                        name=f"speech-helper-{k}", daemon=True)
+                       for k in range(min(self.workers, len(bounds)) - 1)]
+        for helper in helpers:
+            helper.start()
+        try:
+            while (i := pieces.take()) is not None:
+                pieces.finish(i, transcribe_piece(i, self._model))
+        finally:
+            pieces.stop()
+            for helper in helpers:
+                helper.join()
+        self.pieces_helped = pieces.helped
+        return self._transcript(pieces.all_raw())
+
+    def _help(self, k: int, pieces: "_Pieces", transcribe_piece, spare_core: SpareCore) -> None:
+        try:
+            while not pieces.stopped:
+                if not spare_core.wait(0.1):
+                    continue
+                model = self._helper_model(k)
+                if (i := pieces.take()) is None:
+                    return
+                pieces.finish(i, transcribe_piece(i, model), helped=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            pieces.fail(exc)
+
+    def _helper_model(self, k: int):
+        with self._helper_models_lock:
+            while len(self._helper_models) <= k:
+                self._helper_models.append(self._load())
+            return self._helper_models[k]
 
     def _transcript(self, raw) -> Transcript:
         words = apply_glossary(join_fragments(raw), self.glossary)
         return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
 
-    def _raw_words(self, audio: np.ndarray, offset_s: float):
+    def _raw_words(self, audio: np.ndarray, offset_s: float, model=None):
         """(start, end, text, probability) of each word piece, on the recording's clock.
         ``audio`` is float32 in [-1, 1] or int16 PCM (converted here, one piece at a time)."""
         if audio.size < 1600:
             return
         if np.issubdtype(audio.dtype, np.integer):
-            audio = np.asarray(audio, np.float32) * np.float32(1.0 / 32768.0)
-        segments, _ = self._model.transcribe(audio, **decode_options(self.glossary))
+            pcm, audio = audio, np.asarray(audio, np.float32) * np.float32(1.0 / 32768.0)
+            release_pages(pcm)
+        segments, _ = (model or self._model).transcribe(audio, **decode_options(self.glossary))
         for seg in segments:
             for w in seg.words or []:
                 yield w.start + offset_s, w.end + offset_s, w.word, w.probability
+
+
+class _Pieces:
+    """A narration's pieces, handed out in order to the threads transcribing them. Each
+    finished piece that extends the run done from the start is told, in order."""
+
+    def __init__(self, count: int, told: Callable[[int, list], None] | None):
+        self._lock = threading.Lock()
+        self._raw: list[list | None] = [None] * count
+        self._next = self._done = 0
+        self._told = told
+        self._error: BaseException | None = None
+        self.stopped = False
+        self.helped = 0
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self.stopped or self._next == len(self._raw):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def finish(self, i: int, raw: list, helped: bool = False) -> None:
+        with self._lock:
+            self._raw[i] = raw
+            self.helped += helped
+            done = self._done
+            while done < len(self._raw) and self._raw[done] is not None:
+                done += 1
+            if done > self._done:
+                self._done = done
+                if self._told is not None and done < len(self._raw):
+                    self._told(done, [w for piece in self._raw[:done] for w in piece])
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self._error = exc
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def all_raw(self) -> list:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            return [w for piece in self._raw for w in piece]
 
 
 def decode_options(glossary: Sequence[str] = ()) -> dict:

@@ -151,6 +151,55 @@ def test_a_long_narration_tells_what_is_heard_after_each_piece_but_the_last():
     assert 0 < len(told[0][1].sentences) < len(told[-1][1].sentences)
 
 
+def test_pieces_shared_with_a_helper_thread_give_the_same_transcript():
+    """While a core is spare, a second thread takes the next pieces: the words are those of
+    one thread alone, and what is heard so far is still told in order, a run from the start."""
+    import threading
+
+    from pipeline.decode import read_audio_pcm
+    from pipeline.transcribe import chunk_bounds
+
+    audio = read_audio_pcm(RECORDING)
+    alone = Transcriber(cpu_threads=1)
+    alone.chunk_s = 3.0
+    shared = Transcriber(cpu_threads=1, workers=2)
+    shared.chunk_s = 3.0
+    never, lent = threading.Event(), threading.Event()
+    lent.set()
+    told = []
+    whole = alone.transcribe(audio)
+    assert shared.transcribe(audio, spare_core=never) == whole and shared.pieces_helped == 0
+    assert shared.transcribe(audio, lambda until_s, so_far: told.append((until_s, so_far)), lent) == whole
+    assert shared.pieces_helped > 0
+    cuts = [end / 16000 for _, end in chunk_bounds(audio, 3.0)[:-1]]
+    assert len(cuts) >= 4 and told and [until_s for until_s, _ in told] == sorted(until_s for until_s, _ in told)
+    words = [w for s in whole.sentences for w in s.words]
+    for until_s, so_far in told:
+        assert until_s in cuts
+        assert [w for s in so_far.sentences for w in s.words] == [w for w in words if w.start_s < until_s]
+
+
+def test_a_helper_threads_failure_reaches_the_caller(monkeypatch):
+    import threading
+
+    from pipeline.decode import read_audio_pcm
+
+    shared = Transcriber(cpu_threads=1, workers=2)
+    shared.chunk_s = 3.0
+    lent = threading.Event()
+    lent.set()
+    real = shared._raw_words
+
+    def failing_in_helpers(audio, offset_s, model=None):
+        if threading.current_thread().name.startswith("speech-helper"):
+            raise MemoryError("no room for the features")
+        return real(audio, offset_s, model)
+
+    monkeypatch.setattr(shared, "_raw_words", failing_in_helpers)
+    with pytest.raises(MemoryError, match="no room"):
+        shared.transcribe(read_audio_pcm(RECORDING), spare_core=lent)
+
+
 def test_the_speech_process_tells_the_build_what_it_has_heard_so_far(tmp_path, monkeypatch):
     """Over the process boundary: a narration longer than one and a half pieces (padded
     with silence here) is told after its first piece, and forgotten once it is done."""
@@ -171,5 +220,6 @@ def test_the_speech_process_tells_the_build_what_it_has_heard_so_far(tmp_path, m
         assert worker.heard_so_far(future) is None
     finally:
         worker.close()
-    assert len(told) == 1 and 150 < told[0].until_s < 210
+    cuts = [t.until_s for t in told]  # pieces of ~90 s, cut at the start of each search in the padding
+    assert len(cuts) >= 2 and 69 < cuts[0] < 110 and cuts == sorted(cuts) and cuts[-1] < 300
     assert told[0].transcript == heard.transcript and heard.transcript.sentences and heard.until_s is None
