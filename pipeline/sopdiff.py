@@ -6,8 +6,8 @@ moves even when the procedure is the same. This module compares what the SOP
 *says*:
 
 - Steps are matched across versions by what they are, not where they are: the
-  similarity of their instructions (content words, order-aware, a different
-  leading verb weighs against) and of their screenshots (a perceptual measure,
+  similarity of their instructions (content words, order-aware, a compound
+  split or joined alike, a different leading verb weighs against) and of their screenshots (a perceptual measure,
   below), with the stable step id as supporting evidence, by an optimal
   assignment that only accepts pairs scoring at least ``MATCH_THRESHOLD``.
 - A matched step is *moved* only when it left the longest run of steps that
@@ -534,10 +534,27 @@ def text_similarity(a: str, b: str) -> float:
     """0..1: how alike two instructions are, by content words in order; a
     different first word (the imperative verb) costs a quarter."""
     ta, tb = _tokens(a), _tokens(b)
+    ta, tb = _joined_compounds(ta, tb), _joined_compounds(tb, ta)
     if not ta or not tb:
         return 1.0 if " ".join(str(a).lower().split()) == " ".join(str(b).lower().split()) else 0.0
     ratio = difflib.SequenceMatcher(None, ta, tb, autojunk=False).ratio()
     return ratio * (1.0 if ta[0] == tb[0] else _VERB_MISMATCH)
+
+
+def _joined_compounds(tokens: list[str], other: list[str]) -> list[str]:
+    """``tokens`` with each pair of neighbours that ``other`` writes as one word joined:
+    recognisers and people split and join compounds freely ("snap shot" / "snapshot",
+    "roll back" / "rollback"; tiny.en hears the fixture's "snapshot" as two words on some
+    CPUs and as one on others)."""
+    whole, out, i = set(other), [], 0
+    while i < len(tokens):
+        if i + 1 < len(tokens) and tokens[i] + tokens[i + 1] in whole:
+            out.append(tokens[i] + tokens[i + 1])
+            i += 2
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
 
 
 class _Shots:
