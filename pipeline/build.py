@@ -27,7 +27,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 INDEX_NAME = "index.json"
 LOCK_NAME = ".sopline.lock"
 # Speech threads at most on one narration (transcribe.Transcriber's workers): each one more
-# holds another copy of the model and its piece's features, ~55 + ~60 MB with tiny.en.
+# holds another copy of the model and its piece's buffers, ~55 + ~90 MB with tiny.en.
 MAX_SPEECH_WORKERS = 4
 Progress = Callable[..., None]
 

@@ -39,6 +39,7 @@ class Heard:
     transcript: Transcript
     silence: Optional[SilenceMap]
     until_s: Optional[float] = None  # None: the whole recording
+    pieces_helped: int = 0  # pieces a helper thread transcribed (while the build lent a core)
 
 
 class _Progress:
@@ -243,8 +244,9 @@ def _listen(path: Path, has_audio: bool, duration_s: float | None,
         raise TranscribeError(str(exc)) from None
     silence = SilenceMap(audio)
     decode.release_pages(audio)  # each piece is paged in again as it is transcribed
-    heard = Heard(_transcriber.transcribe(audio, lambda until_s, so_far: tell(Heard(so_far, silence, until_s)),
-                                          _spare_core), silence)
+    transcript = _transcriber.transcribe(audio, lambda until_s, so_far: tell(Heard(so_far, silence, until_s)),
+                                         _spare_core)
+    heard = Heard(transcript, silence, pieces_helped=_transcriber.pieces_helped)
     del audio
     memory.give_back_freed()  # this process lives on between recordings: hand back the features' memory
     return heard

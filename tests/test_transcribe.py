@@ -223,3 +223,24 @@ def test_the_speech_process_tells_the_build_what_it_has_heard_so_far(tmp_path, m
     cuts = [t.until_s for t in told]  # pieces of ~90 s, cut at the start of each search in the padding
     assert len(cuts) >= 2 and 69 < cuts[0] < 110 and cuts == sorted(cuts) and cuts[-1] < 300
     assert told[0].transcript == heard.transcript and heard.transcript.sentences and heard.until_s is None
+
+
+def test_the_speech_process_shares_the_pieces_once_the_build_lends_it_a_core(tmp_path):
+    """The lent core crosses the process boundary: with it, a helper thread of the speech
+    process takes the second of two pieces of 200 s of narration."""
+    import subprocess
+
+    from pipeline import decode, speech
+
+    looped = tmp_path / "looped.wav"
+    subprocess.run([decode.ffmpeg_binary(), "-loglevel", "error", "-stream_loop", "-1", "-i", str(RECORDING),
+                    "-vn", "-ac", "1", "-ar", "16000", "-t", "200", str(looped)], check=True)
+    worker = speech.SpeechWorker(None, 1, (), workers=2)
+    try:
+        worker.lend_core(True)
+        heard = worker.result(worker.listen(looped, True, 200.0))
+    finally:
+        worker.close()
+    assert heard.pieces_helped == 1
+    starts = [s.start_s for s in heard.transcript.sentences]
+    assert starts == sorted(starts) and starts[0] < 10 and starts[-1] > 180
