@@ -212,7 +212,7 @@ class Builder:
     def speech_workers(self) -> int:
         """Threads that may share a long narration's pieces once the video pass is over:
         as many as the cores hold at CTranslate2's threads each, up to MAX_SPEECH_WORKERS
-        (each helper holds its own copy of the model and its piece's features)."""
+        (each helper holds its own copy of the model and its piece's buffers)."""
         return max(1, min(self.cores // self.speech_threads, MAX_SPEECH_WORKERS))
 
     @property
@@ -289,14 +289,14 @@ class Builder:
         duration = info.duration_s or video.count / geometry.fps
         step("transcribe")
         with screenshots.EarlyShots() as early:
-            # Until transcription ends, lend the speech process the cores the video pass
-            # used, load the instruction writer's tables and, on a core transcription leaves
-            # idle, render the screenshots of the steps heard so far.
+            # Until transcription ends, lend the speech process the core the video pass
+            # used (a helper thread takes the next pieces), load the instruction writer's
+            # tables and, beside it, render the screenshots of the steps heard so far.
+            spare_core = self.cores > self.speech_threads
             try:
-                if self.cores > self.speech_threads:
-                    listener.lend_core(True)
+                listener.lend_core(spare_core)
                 instruct.warm_up()
-                if self.cores > self.speech_threads:
+                if spare_core:
                     early.render_while_heard(video, timeline.events, duration, geometry.fps, content_changes,
                                              heard_so_far=lambda: listener.heard_so_far(heard), until=heard.done)
             except BaseException:

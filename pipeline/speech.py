@@ -194,10 +194,10 @@ atexit.register(_close_all)
 
 # ---------------------------------------------------------------- in the child
 
-# malloc arenas of the speech process (memory.limit_arenas): one for the thread that
-# transcribes, one for a helper (measured with two speech threads: 468 MB and 11.4 s for
-# 10 minutes, against 536 MB and 12.6 s with glibc's default, 438 MB and 15.6 s with one).
-SPEECH_ARENAS = 2
+# malloc arenas of the speech process (memory.limit_arenas): one per speech thread, at
+# least two (measured with two speech threads: 468 MB and 11.4 s for 10 minutes, against
+# 536 MB and 12.6 s with glibc's default, 438 MB and 15.6 s with one arena).
+SPEECH_ARENAS_AT_LEAST = 2
 
 _transcriber = None
 _load_error: str | None = None
@@ -219,9 +219,10 @@ def _load(model: str | None, cpu_threads: int, glossary: tuple[str, ...], worker
         _load_error = str(exc)
 
 
-def _load_in_child(*args) -> None:
-    memory.limit_arenas(SPEECH_ARENAS)  # before any thread starts
-    _load(*args)
+def _load_in_child(model: str | None, cpu_threads: int, glossary: tuple[str, ...], workers: int,
+                   told, spare_core) -> None:
+    memory.limit_arenas(max(SPEECH_ARENAS_AT_LEAST, workers))  # before any thread starts
+    _load(model, cpu_threads, glossary, workers, told, spare_core)
 
 
 def _listen_telling(path: Path, has_audio: bool, duration_s: float | None, token: int) -> Heard:
