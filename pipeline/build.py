@@ -274,7 +274,6 @@ class Builder:
             info, side, warnings = self._checked(rec)
             heard = listener.listen(rec.path, info.has_audio, info.duration_s or None)  # runs beside the video pass
         step("analyse video")
-        listener.lend_core(False)  # the video pass takes the cores the speech process does not
         try:
             threads = frames.decoder_threads(info, self.settings.cores, self.speech_threads, self.cores)
             analysis = analyse.analyse_video(rec.path, info, threads=threads)
@@ -293,24 +292,22 @@ class Builder:
             # used (a helper thread takes the next pieces), load the instruction writer's
             # tables and, beside it, render the screenshots of the steps heard so far.
             spare_core = self.cores > self.speech_threads
-            try:
-                listener.lend_core(spare_core)
-                instruct.warm_up()
-                if spare_core:
-                    early.render_while_heard(video, timeline.events, duration, geometry.fps, content_changes,
-                                             heard_so_far=lambda: listener.heard_so_far(heard), until=heard.done)
-            except BaseException:
-                listener.lend_core(False)
-                heard.cancel()
-                raise
-            try:
-                result = listener.result(heard)
-            except speech.SpeechModelError:
-                raise  # no recording can be built: the run fails as a whole
-            except TranscribeError as exc:
-                raise BuildError(f"cannot transcribe the audio: {exc}") from exc
-            finally:
-                listener.lend_core(False)
+            with listener.core_lent(spare_core):
+                try:
+                    instruct.warm_up()
+                    if spare_core:
+                        early.render_while_heard(video, timeline.events, duration, geometry.fps, content_changes,
+                                                 heard_so_far=lambda: listener.heard_so_far(heard),
+                                                 until=heard.done)
+                except BaseException:
+                    heard.cancel()
+                    raise
+                try:
+                    result = listener.result(heard)
+                except speech.SpeechModelError:
+                    raise  # no recording can be built: the run fails as a whole
+                except TranscribeError as exc:
+                    raise BuildError(f"cannot transcribe the audio: {exc}") from exc
             transcript = result.transcript
             if info.has_audio and not transcript.sentences:
                 warnings.append("no speech recognised; steps have no narration")

@@ -7,9 +7,10 @@ moves even when the procedure is the same. This module compares what the SOP
 
 - Steps are matched across versions by what they are, not where they are: the
   similarity of their instructions (content words, order-aware, a compound
-  split or joined alike, a different leading verb weighs against) and of their screenshots (a perceptual measure,
-  below), with the stable step id as supporting evidence, by an optimal
-  assignment that only accepts pairs scoring at least ``MATCH_THRESHOLD``.
+  split or joined alike, a different leading verb weighs against) and of their
+  screenshots (a perceptual measure, below), with the stable step id as
+  supporting evidence, by an optimal assignment that only accepts pairs
+  scoring at least ``MATCH_THRESHOLD``.
 - A matched step is *moved* only when it left the longest run of steps that
   kept their relative order, so steps renumbered by an insertion are not moved.
 - A matched step is *changed* when its instruction, kind, callouts (which

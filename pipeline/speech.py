@@ -11,6 +11,7 @@ exits, so a program that calls `build` many times pays the start-up once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -81,7 +82,7 @@ class _Progress:
 
 class SpeechWorker:
     """One child process with the model loaded; `listen` queues a recording,
-    `heard_so_far` tells what of it the child has transcribed yet, `lend_core` lets up to
+    `heard_so_far` tells what of it the child has transcribed yet, `core_lent` lets up to
     ``workers`` threads of it share a long narration's pieces while the caller leaves a
     core idle."""
 
@@ -110,12 +111,16 @@ class SpeechWorker:
         """The narration transcribed so far (a partial `Heard`), None before the first piece."""
         return self._progress.so_far(future)
 
-    def lend_core(self, lent: bool) -> None:
-        """Whether the caller leaves a core idle now (after its video pass, until the
-        transcript arrives): the speech process's helper threads work only then."""
+    @contextlib.contextmanager
+    def core_lent(self, lent: bool = True):
+        """While the block runs (after the caller's video pass, until the transcript
+        arrives), the caller leaves a core idle when ``lent``: the speech process's helper
+        threads work only then."""
         if lent:
             self._spare_core.set()
-        else:
+        try:
+            yield
+        finally:
             self._spare_core.clear()
 
     def result(self, future: Future) -> Heard:

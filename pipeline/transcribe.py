@@ -154,10 +154,9 @@ class Transcriber:
             while not pieces.stopped:
                 if not spare_core.wait(0.1):
                     continue
-                model = self._helper_model(k)
                 if (i := pieces.take()) is None:
                     return
-                pieces.finish(i, transcribe_piece(i, model), helped=True)
+                pieces.finish(i, transcribe_piece(i, self._helper_model(k)), helped=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             pieces.fail(exc)
 

@@ -237,8 +237,8 @@ def test_the_speech_process_shares_the_pieces_once_the_build_lends_it_a_core(tmp
                     "-vn", "-ac", "1", "-ar", "16000", "-t", "200", str(looped)], check=True)
     worker = speech.SpeechWorker(None, 1, (), workers=2)
     try:
-        worker.lend_core(True)
-        heard = worker.result(worker.listen(looped, True, 200.0))
+        with worker.core_lent():
+            heard = worker.result(worker.listen(looped, True, 200.0))
     finally:
         worker.close()
     assert heard.pieces_helped == 1
