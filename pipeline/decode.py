@@ -282,6 +282,7 @@ class AnalysisGeometry:
     scale: float  # source pixels per analysis pixel
     duration_s: float = 0.0  # the video track's declared length, 0 if unknown
     source_pixel_rate: float = 0.0  # source pixels per second, for time limits
+    source_fps: float = 0.0  # the source's nominal frame rate, 0 if unknown
 
 
 def analysis_geometry(info: MediaInfo) -> AnalysisGeometry:
@@ -291,7 +292,7 @@ def analysis_geometry(info: MediaInfo) -> AnalysisGeometry:
     rate = max(info.fps, getattr(info, "nominal_fps", 0.0))
     fps = min(ANALYSIS_MAX_FPS, rate) if rate > 0 else ANALYSIS_MAX_FPS
     duration = getattr(info, "video_duration_s", 0.0) or info.duration_s
-    return AnalysisGeometry(width, height, fps, info.width / width, duration, source_pixel_rate(info))
+    return AnalysisGeometry(width, height, fps, info.width / width, duration, source_pixel_rate(info), rate)
 
 
 def source_pixel_rate(info: MediaInfo) -> float:

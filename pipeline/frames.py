@@ -16,9 +16,11 @@ temporary file, so memory stays flat in the recording's length; a screenshot no
 kept frame can stand for is fetched by an exact second pass (:func:`iter_rgb_frames`).
 
 The filters are ffmpeg's own (fps, transpose for rotated phone recordings), so
-frame indexes and pixels are those of the command-line tool. The analysis reads
-the luma plane of each frame in place; pipeline/luma.py makes analysis pixels of
-just the part that changed. The same input whitelist as every other read applies.
+frame indexes and pixels are those of the command-line tool; where the source has
+more frames a second than the analysis reads, the decoder skips the frames no
+other frame is predicted from (see SKIM_MIN_SHARE) and the fps filter picks among
+the rest. The analysis reads the luma plane of each frame in place;
+pipeline/luma.py makes analysis pixels of just the part that changed. The same input whitelist as every other read applies.
 """
 from __future__ import annotations
 
@@ -58,6 +60,42 @@ DECODER_NICE = 10
 # thread transcribes a second of speech in ~0.052 s (larger models take longer). So 720p30
 # and 1080p15 decode on one thread; 1080p30 on the free cores, when there are two or more.
 ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.052 * 1.3e9
+# Skimming: the decoder skips non-reference frames (most B-frames; no other frame is predicted
+# from them, so the rest decode exactly as before) when the source has more frames a second
+# than the analysis reads. x264's default B-frames make half the frames of a screen recording
+# non-reference, and skipping them halves the decoder's CPU, the video pass's largest cost
+# (bench/RESULTS.md, round 12). Skimming must leave SKIM_MIN_SHARE of the analysis rate: a
+# stream whose decoded frames fall below it over a window of SKIM_WINDOW_S of packets (an
+# encoder that marks most frames non-reference) is decoded whole from there on. The decision
+# depends only on the stream, so a second pass for screenshots gets the same frames.
+SKIM_MIN_SHARE = 0.5
+SKIM_WINDOW_S = 2.0
+
+
+class _Skim:
+    """Whether the decoder skips non-reference frames, given what it has decoded so far."""
+
+    def __init__(self, codec_context, geometry: AnalysisGeometry):
+        self.codec_context = codec_context
+        self.source_fps = geometry.source_fps
+        self.min_fps = SKIM_MIN_SHARE * geometry.fps
+        self.window = max(8, round(SKIM_WINDOW_S * self.source_fps))
+        self.on = self.source_fps > geometry.fps
+        self.packets = self.frames = 0
+        if self.on:
+            codec_context.skip_frame = "NONREF"
+
+    def count(self, frames: int) -> None:
+        """Count one packet and the frames it gave; stop skimming if too few came."""
+        if not self.on:
+            return
+        self.packets += 1
+        self.frames += frames
+        if self.packets == self.window:
+            if self.frames / self.packets * self.source_fps < self.min_fps:
+                self.on = False
+                self.codec_context.skip_frame = "DEFAULT"
+            self.packets = self.frames = 0
 
 
 def decoder_threads(info: MediaInfo, threads: int, speech_threads: int, cores: int) -> int:
@@ -113,6 +151,7 @@ class VideoPass:
         self.timeout_s = timeout_s if timeout_s is not None else stage_timeout(
             geometry.duration_s, geometry.source_pixel_rate)
         self.count = 0
+        self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
         # Kept frames go to an unlinked temporary file (made on the first), not memory: their
@@ -205,6 +244,7 @@ class VideoPass:
             stream.thread_type = "AUTO"
             if self.threads:  # --jobs: each worker decodes with its share of the cores
                 stream.codec_context.thread_count = self.threads
+            skim = _Skim(stream.codec_context, self.geometry)
             graph = sinks = None
             index = 0
             for packet in container.demux(stream):
@@ -214,6 +254,9 @@ class VideoPass:
                     decoded = packet.decode()
                 except av.error.FFmpegError:
                     continue  # a damaged packet: the decoder conceals it, as the ffmpeg tool does
+                skim.count(len(decoded))
+                self.packets += 1
+                self.decoded += len(decoded)
                 for frame in decoded:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)

@@ -2,9 +2,12 @@
 import dataclasses
 import hashlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 from pipeline import decode, frames
@@ -75,3 +78,62 @@ def test_one_decoder_thread_decodes_in_the_calling_thread_with_the_same_frames()
     assert not _decoder_thread_names(frames.VideoPass(path, geometry, threads=1))
     one = [hashlib.sha256(plane.tobytes()).digest() for plane in frames.VideoPass(path, geometry, threads=1)]
     assert one == [hashlib.sha256(plane.tobytes()).digest() for plane in frames.VideoPass(path, geometry)]
+
+
+def _reencoded(tmp_path: Path, name: str, fps: int, *x264: str) -> Path:
+    """A fixture re-encoded at ``fps`` the way screen recorders and OBS write it: x264 with
+    B-frames (``x264`` adds encoder options), so part of its frames are non-reference."""
+    out = tmp_path / f"{Path(name).stem}-{fps}.mp4"
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / name), "-r", str(fps),
+                    "-c:v", "libx264", "-preset", "veryfast", *x264, "-an", str(out)], check=True)
+    return out
+
+
+def _digest(plane) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(plane).tobytes()).digest()
+
+
+def test_skimming_skips_the_non_reference_frames_and_reads_the_same_pictures(tmp_path):
+    """At 30 fps with B-frames half the frames are never referenced: the decoder skips them
+    (the analysis reads 10 a second), and every analysis frame is still a picture of the
+    stream, bit for bit as a whole decode gives it, from within two source frames of its time."""
+    path = _reencoded(tmp_path, "gui-release.mp4", 30)
+    video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
+    skimmed = [_digest(plane) for plane in video]
+    assert video.decoded < 0.6 * video.packets
+    times: dict[bytes, list[float]] = {}
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            times.setdefault(_digest(frames._luma(frame)), []).append(float(frame.time))  # noqa: SLF001
+    assert len(skimmed) == video.count >= 150
+    for index, digest in enumerate(skimmed):
+        assert any(abs(t - index / 10) <= 2 / 30 + 1e-6 for t in times[digest]), index
+
+
+def test_a_stream_skimming_would_thin_below_the_minimum_is_decoded_whole(tmp_path):
+    """Three B-frames and no pyramid at 15 fps: skipping them would leave 3.75 frames a
+    second, under SKIM_MIN_SHARE of the analysis rate, so after the first window every frame
+    is decoded."""
+    path = _reencoded(tmp_path, "web-scale.mp4", 15, "-bf", "3", "-x264-params", "b-pyramid=none")
+    video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
+    assert sum(1 for _ in video) == video.count
+    window = round(frames.SKIM_WINDOW_S * 15)
+    assert video.packets - window <= video.decoded < video.packets
+    assert video.decoded > 0.9 * video.packets
+
+
+def test_a_second_pass_fetches_the_very_frame_the_skimmed_pass_kept(tmp_path):
+    """A screenshot past the keep budget comes from a second pass by analysis frame index: it
+    skims as the first did, so the index means the same picture."""
+    path = _reencoded(tmp_path, "gui-release.mp4", 30)
+    geometry = decode.analysis_geometry(decode.probe(path))
+    video = frames.VideoPass(path, geometry)
+    wanted = (17, 64, 101)
+    for index, _ in enumerate(video):
+        if index in wanted:
+            video.keep(index)
+    assert video.decoded < 0.6 * video.packets
+    fetched = frames.grab_rgb_frames(path, decode.probe(path), geometry, wanted)
+    assert all(np.array_equal(fetched[i], video.rgb(i)) for i in wanted)
+    assert not np.array_equal(fetched[17], fetched[101])
+    video.close()
