@@ -32,7 +32,8 @@ def analyse_video(path: Path, info: MediaInfo, threads: int = 0) -> VideoAnalysi
     first = diff.FirstFrame()
     diffs: list[diff.FrameDiff] = []
     try:
-        for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler):
+        for change in diff.diff_frames(video, geometry.scale, counter, first, lambda: video.scaler,
+                                          video.refreshed):
             diffs.append(change)
             if keep.wants(change):  # the settled screen before this change: a screenshot candidate
                 video.keep(change.index - 1)

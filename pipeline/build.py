@@ -57,6 +57,7 @@ class BuildSettings:
         doc = {"model": model_label, "glossary": list(self.glossary),
                "analysis": {"max_w": decode.ANALYSIS_MAX_W, "max_h": decode.ANALYSIS_MAX_H,
                             "max_fps": decode.ANALYSIS_MAX_FPS, "noise": diff.NOISE_LEVEL,
+                            "keyframe_noise": diff.KEYFRAME_NOISE_LEVEL, "skim": frames.SKIM_MIN_SHARE,
                             "event_gap_s": keyframes.EVENT_GAP_S, "block_pause_s": align.BLOCK_PAUSE_S}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

@@ -282,7 +282,9 @@ class AnalysisGeometry:
     scale: float  # source pixels per analysis pixel
     duration_s: float = 0.0  # the video track's declared length, 0 if unknown
     source_pixel_rate: float = 0.0  # source pixels per second, for time limits
-    source_fps: float = 0.0  # the source's nominal frame rate, 0 if unknown
+    # The source's frame rate if it is steady (its average within 10 % of its nominal rate),
+    # else 0: a variable-rate recording may hold one frame for seconds, so none is skimmed.
+    steady_fps: float = 0.0
 
 
 def analysis_geometry(info: MediaInfo) -> AnalysisGeometry:
@@ -292,7 +294,8 @@ def analysis_geometry(info: MediaInfo) -> AnalysisGeometry:
     rate = max(info.fps, getattr(info, "nominal_fps", 0.0))
     fps = min(ANALYSIS_MAX_FPS, rate) if rate > 0 else ANALYSIS_MAX_FPS
     duration = getattr(info, "video_duration_s", 0.0) or info.duration_s
-    return AnalysisGeometry(width, height, fps, info.width / width, duration, source_pixel_rate(info), rate)
+    steady = info.fps if info.fps >= 0.9 * rate else 0.0
+    return AnalysisGeometry(width, height, fps, info.width / width, duration, source_pixel_rate(info), steady)
 
 
 def source_pixel_rate(info: MediaInfo) -> float:

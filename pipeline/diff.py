@@ -29,6 +29,11 @@ import numpy as np
 from .luma import AreaScaler
 
 NOISE_LEVEL = 24  # gray levels; compression noise on static screens stays below
+# ...except across an encoder keyframe: x264 at its default presets codes a static screen's
+# text edges afresh there, up to 81 gray levels off in a few dozen pixels (CRF 28; 66 at the
+# default CRF), which made a step of nothing in a silent recording and grew highlights. Real
+# changes are text and panels, far over it. ultrafast (the corpus) codes keyframes alike.
+KEYFRAME_NOISE_LEVEL = 96
 DRIFT_LEVEL = 3  # a cell's mean gray moving this much is a (slow) change of what it shows
 CELL = 8  # analysis pixels per cell side
 POINTER_MAX_SRC_PX = 40  # a mouse pointer sprite fits in this many source pixels
@@ -240,7 +245,8 @@ class FirstFrame:
 
 def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCounter | None = None,
                 first: FirstFrame | None = None,
-                scaler_of: Callable[[], AreaScaler] | None = None) -> Iterator[FrameDiff]:
+                scaler_of: Callable[[], AreaScaler] | None = None,
+                refreshed: Callable[[int], bool] | None = None) -> Iterator[FrameDiff]:
     """Yield a FrameDiff for every frame that differs from its predecessor.
 
     Frames are uint8 and must not be modified once yielded (the previous one is kept, not
@@ -251,6 +257,8 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     block around them is examined, and only the cells the bands touch get new means:
     elsewhere nothing changed, so neither did the cells' means. With the compiled kernel
     (AreaScaler.tile_kernel) the same happens per tile, in one call per frame.
+    ``refreshed(index)``: whether an encoder keyframe lies between frame index - 1 and
+    index; those pixels count as changed only past KEYFRAME_NOISE_LEVEL.
     """
     prev = picture = scaler = kernel = None  # the previous source frame; the current analysis frame
     means = recorded = marks = cell_marks = None  # cell means now / as last reported (2-D); the kernel's marks
@@ -273,8 +281,9 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             if ambient is not None:
                 ambient.add(index, None)
             continue
+        noise = KEYFRAME_NOISE_LEVEL if refreshed is not None and refreshed(index) else NOISE_LEVEL
         if kernel is not None:  # compiled: the same pixels, marks and means, tile by tile
-            found = kernel.update(frame, prev, picture, marks, cell_marks, means, recorded, NOISE_LEVEL, DRIFT_LEVEL)
+            found = kernel.update(frame, prev, picture, marks, cell_marks, means, recorded, noise, DRIFT_LEVEL)
         else:
             found = _changed_cells(prev, frame, scaler)
         prev = frame
@@ -293,13 +302,13 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
             if scaler.identity:
                 now, before = frame[ys, xs], picture[ys, xs]
                 picture = frame
-                changed = (np.maximum(now, before) - np.minimum(now, before)) > NOISE_LEVEL
+                changed = (np.maximum(now, before) - np.minimum(now, before)) > noise
                 moved = changed.any()
             else:  # only the bands' analysis pixels can have changed
                 changed = np.zeros((ys.stop - ys.start, xs.stop - xs.start), bool)
                 moved = False
                 for band_ys, band_xs in bands:
-                    moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), NOISE_LEVEL)
+                    moved |= scaler.update(frame, picture, band_ys, band_xs, changed, (ys.start, xs.start), noise)
             _update_means(picture, means, bands)
             drifted = _drift(means, recorded, block)
         if not moved:

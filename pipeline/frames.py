@@ -24,6 +24,7 @@ pipeline/luma.py makes analysis pixels of just the part that changed. The same i
 """
 from __future__ import annotations
 
+import bisect
 import os
 import tempfile
 import time
@@ -62,12 +63,14 @@ DECODER_NICE = 10
 ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.052 * 1.3e9
 # Skimming: the decoder skips non-reference frames (most B-frames; no other frame is predicted
 # from them, so the rest decode exactly as before) when the source has more frames a second
-# than the analysis reads. x264's default B-frames make half the frames of a screen recording
-# non-reference, and skipping them halves the decoder's CPU, the video pass's largest cost
-# (bench/RESULTS.md, round 12). Skimming must leave SKIM_MIN_SHARE of the analysis rate: a
-# stream whose decoded frames fall below it over a window of SKIM_WINDOW_S of packets (an
-# encoder that marks most frames non-reference) is decoded whole from there on. The decision
-# depends only on the stream, so a second pass for screenshots gets the same frames.
+# than the analysis reads, at a steady rate (in a variable-rate one the frame after a skipped
+# one may come seconds later). x264's default B-frames make half the frames of a screen
+# recording non-reference, and skipping them halves the decoder's CPU, the video pass's
+# largest cost (bench/RESULTS.md, round 12). Skimming must leave SKIM_MIN_SHARE of the
+# analysis rate: a stream whose decoded frames fall below it over a window of SKIM_WINDOW_S
+# of packets (an encoder that marks most frames non-reference) is decoded whole from there
+# on. The decision depends only on the stream, so a second pass for screenshots gets the
+# same frames.
 SKIM_MIN_SHARE = 0.5
 SKIM_WINDOW_S = 2.0
 
@@ -77,7 +80,7 @@ class _Skim:
 
     def __init__(self, codec_context, geometry: AnalysisGeometry):
         self.codec_context = codec_context
-        self.source_fps = geometry.source_fps
+        self.source_fps = geometry.steady_fps
         self.min_fps = SKIM_MIN_SHARE * geometry.fps
         self.window = max(8, round(SKIM_WINDOW_S * self.source_fps))
         self.on = self.source_fps > geometry.fps
@@ -152,6 +155,7 @@ class VideoPass:
             geometry.duration_s, geometry.source_pixel_rate)
         self.count = 0
         self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
+        self.keyframes: list[float] = []  # when the encoder coded a keyframe, after the first frame (s)
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
         # Kept frames go to an unlinked temporary file (made on the first), not memory: their
@@ -198,6 +202,14 @@ class VideoPass:
         if self._spill is not None:
             self._spill.close()
         self.kept.clear()
+
+    def refreshed(self, index: int) -> bool:
+        """Whether the encoder coded a keyframe between analysis frames ``index`` - 1 and
+        ``index`` (give or take half a frame: the fps filter picks the nearest source frame).
+        Asked while the pass is at ``index``; keyframes come in presentation order."""
+        fps = self.geometry.fps
+        after = bisect.bisect_right(self.keyframes, (index - 1.5) / fps)
+        return after < len(self.keyframes) and self.keyframes[after] <= (index + 0.5) / fps
 
     # ------------------------------------------------------------ decoding
 
@@ -261,6 +273,9 @@ class VideoPass:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
                         _lower_decoder_priority()  # its threads exist once it has decoded a frame
+                        start = frame.time or 0.0
+                    elif frame.key_frame and frame.time is not None:
+                        self.keyframes.append(frame.time - start)
                     source.push(frame)
                     for seen, full in _pull(sinks):
                         yield index, seen, full

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline import decode, frames
+from pipeline import analyse, decode, frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -137,3 +137,55 @@ def test_a_second_pass_fetches_the_very_frame_the_skimmed_pass_kept(tmp_path):
     assert all(np.array_equal(fetched[i], video.rgb(i)) for i in wanted)
     assert not np.array_equal(fetched[17], fetched[101])
     video.close()
+
+
+def test_a_variable_rate_recording_is_not_skimmed(tmp_path):
+    """Screen recorders that write a frame only on change hold one frame for seconds: the
+    frame after a skipped one could come that much later, so every frame is decoded."""
+    path = tmp_path / "variable.mp4"  # every frame of the first 2 s at 30 fps, then 2 a second
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "gui-release.mp4"),
+                    "-vf", r"fps=30,select='lt(t\,2)+gt(mod(n\,30)\,27)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-preset", "veryfast", "-an", str(path)], check=True)
+    info = decode.probe(path)
+    geometry = decode.analysis_geometry(info)
+    assert info.nominal_fps == 30 and info.fps < 10 and geometry.steady_fps == 0
+    video = frames.VideoPass(path, geometry)
+    assert sum(1 for _ in video) == video.count > 150
+    assert video.decoded >= video.packets - 2
+
+
+def _events(path: Path) -> list:
+    result = analyse.analyse_video(path, decode.probe(path))
+    result.video.close()
+    return list(result.timeline.events)
+
+
+def test_an_encoder_keyframe_on_a_still_screen_is_not_a_change(tmp_path):
+    """x264 at its default preset codes the static text anew at each keyframe (here every 4
+    s), dozens of pixels over NOISE_LEVEL: no event of its own, and no event grows by it."""
+    original = _events(FIXTURES / "no-audio.mp4")
+    path = tmp_path / "no-audio-medium.mp4"
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
+                    "-c:v", "libx264", "-preset", "medium", "-g", "40", "-an", str(path)], check=True)
+    video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
+    assert sum(1 for _ in video) and video.keyframes == [4.0, 8.0, 12.0, 16.0, 20.0]  # after the first
+    events = _events(path)
+    assert len(events) == len(original) == 3
+    for event, before in zip(events, original):
+        assert abs(event.start_s - before.start_s) <= 0.1 and abs(event.end_s - before.end_s) <= 0.1
+        assert abs(event.box.y - before.box.y) <= 8 and abs(event.box.h - before.box.h) <= 8
+
+
+def test_a_change_on_a_keyframe_is_still_found(tmp_path):
+    """Encoders put a keyframe where the picture changes: the change is there, well over
+    KEYFRAME_NOISE_LEVEL, and found at the same frame."""
+    original = _events(FIXTURES / "no-audio.mp4")
+    path = tmp_path / "no-audio-cuts.mp4"
+    cuts = ",".join(f"{e.start_s:g}" for e in original)
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-force_key_frames", cuts, "-an", str(path)], check=True)
+    video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
+    assert sum(1 for _ in video) and [round(t, 1) for t in video.keyframes] == [e.start_s for e in original]
+    assert all(video.refreshed(round(e.start_s * 10)) for e in original)
+    events = _events(path)
+    assert [(e.start_s, e.end_s) for e in events] == [(e.start_s, e.end_s) for e in original]
