@@ -156,6 +156,7 @@ class VideoPass:
         self.count = 0
         self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
         self.keyframes: list[float] = []  # when the encoder coded a keyframe, after the first frame (s)
+        self._shown: tuple[float | None, ...] = (None, None, None)  # source times of the last three frames
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
         # Kept frames go to an unlinked temporary file (made on the first), not memory: their
@@ -204,12 +205,16 @@ class VideoPass:
         self.kept.clear()
 
     def refreshed(self, index: int) -> bool:
-        """Whether the encoder coded a keyframe between analysis frames ``index`` - 1 and
-        ``index`` (give or take half a frame: the fps filter picks the nearest source frame).
-        Asked while the pass is at ``index``; keyframes come in presentation order."""
-        fps = self.geometry.fps
-        after = bisect.bisect_right(self.keyframes, (index - 1.5) / fps)
-        return after < len(self.keyframes) and self.keyframes[after] <= (index + 0.5) / fps
+        """Whether analysis frame ``index`` shows an encoder keyframe or the source frame right
+        after one, seen from frame ``index`` - 1: the keyframe codes the whole picture afresh, and
+        the frame after it still settles towards it. Each frame carries its source time through
+        the filters. Asked while the pass is at ``index``: the decoder hands out frames in
+        presentation order, so every keyframe up to it is known."""
+        if index != self.count - 1 or self._shown[2] is None:
+            return False
+        since = self._shown[0] if self._shown[0] is not None else float("-inf")
+        after = bisect.bisect_right(self.keyframes, since)
+        return after < len(self.keyframes) and self.keyframes[after] <= self._shown[2]
 
     # ------------------------------------------------------------ decoding
 
@@ -219,6 +224,7 @@ class VideoPass:
         set before the first plane is yielded."""
         for index, seen, full in self._frames():
             self._full = {index - 1: self._full.get(index - 1), index: full} if index else {index: full}
+            self._shown = (*self._shown[1:], seen.opaque) if index else (None, None, seen.opaque)
             self.count = index + 1
             if self.scaler is None:
                 self.scaler = self._scaler(seen)
@@ -273,9 +279,9 @@ class VideoPass:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
                         _lower_decoder_priority()  # its threads exist once it has decoded a frame
-                        start = frame.time or 0.0
                     elif frame.key_frame and frame.time is not None:
-                        self.keyframes.append(frame.time - start)
+                        self.keyframes.append(frame.time)
+                    frame.opaque = frame.time  # kept by the filters: which source frame each one shows
                     source.push(frame)
                     for seen, full in _pull(sinks):
                         yield index, seen, full

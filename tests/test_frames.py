@@ -185,7 +185,8 @@ def test_a_change_on_a_keyframe_is_still_found(tmp_path):
     subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
                     "-c:v", "libx264", "-preset", "ultrafast", "-force_key_frames", cuts, "-an", str(path)], check=True)
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
-    assert sum(1 for _ in video) and [round(t, 1) for t in video.keyframes] == [e.start_s for e in original]
-    assert all(video.refreshed(round(e.start_s * 10)) for e in original)
+    refreshed = [index for index, _ in enumerate(video) if video.refreshed(index)]
+    assert [round(t, 1) for t in video.keyframes] == [e.start_s for e in original]
+    assert refreshed == [index + after for e in original for index in [round(e.start_s * 10)] for after in (0, 1)]
     events = _events(path)
     assert [(e.start_s, e.end_s) for e in events] == [(e.start_s, e.end_s) for e in original]
