@@ -67,6 +67,8 @@ def video_pass(path: Path, split: dict | None = None, threads: int = 0):
     # the pass yields luma planes and scales what changed (an earlier copy of the package,
     # measured with --pythonpath, yields analysis frames: it has no scaler)
     scaled = {"scaler_of": lambda: video.scaler} if hasattr(video, "scaler") else {}
+    if hasattr(video, "refreshed"):  # the keyframe rule (round 12)
+        scaled["refreshed"] = video.refreshed
     for change in diff.diff_frames(timed, geometry.scale, counter, first, **scaled):
         diffs.append(change)
         t = time.thread_time()

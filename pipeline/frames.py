@@ -156,7 +156,8 @@ class VideoPass:
         self.count = 0
         self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
         self.keyframes: list[float] = []  # when the encoder coded a keyframe, after the first frame (s)
-        self._shown: tuple[float | None, ...] = (None, None, None)  # source times of the last three frames
+        self._keyframe_pts: list[int] = []  # the same, as timestamps of the stream
+        self._shown: tuple[int | None, ...] = (None, None, None)  # source timestamps of the last three frames
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
         # Kept frames go to an unlinked temporary file (made on the first), not memory: their
@@ -206,15 +207,15 @@ class VideoPass:
 
     def refreshed(self, index: int) -> bool:
         """Whether analysis frame ``index`` shows an encoder keyframe or the source frame right
-        after one, seen from frame ``index`` - 1: the keyframe codes the whole picture afresh, and
-        the frame after it still settles towards it. Each frame carries its source time through
-        the filters. Asked while the pass is at ``index``: the decoder hands out frames in
-        presentation order, so every keyframe up to it is known."""
+        after one, seen from frame ``index`` - 1: the keyframe codes the whole picture afresh,
+        and the frame after it still settles towards it. Each frame carries its source
+        timestamp through the filters. Asked while the pass is at ``index``: the decoder hands
+        out frames in presentation order, so every keyframe up to it is known."""
         if index != self.count - 1 or self._shown[2] is None:
             return False
         since = self._shown[0] if self._shown[0] is not None else float("-inf")
-        after = bisect.bisect_right(self.keyframes, since)
-        return after < len(self.keyframes) and self.keyframes[after] <= self._shown[2]
+        after = bisect.bisect_right(self._keyframe_pts, since)
+        return after < len(self._keyframe_pts) and self._keyframe_pts[after] <= self._shown[2]
 
     # ------------------------------------------------------------ decoding
 
@@ -279,9 +280,10 @@ class VideoPass:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
                         _lower_decoder_priority()  # its threads exist once it has decoded a frame
-                    elif frame.key_frame and frame.time is not None:
+                    elif frame.key_frame and frame.pts is not None:
                         self.keyframes.append(frame.time)
-                    frame.opaque = frame.time  # kept by the filters: which source frame each one shows
+                        self._keyframe_pts.append(frame.pts)
+                    frame.opaque = frame.pts  # kept by the filters: which source frame each one shows
                     source.push(frame)
                     for seen, full in _pull(sinks):
                         yield index, seen, full
