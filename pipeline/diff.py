@@ -257,8 +257,8 @@ def diff_frames(frames: Iterable[np.ndarray], scale: float, ambient: AmbientCoun
     block around them is examined, and only the cells the bands touch get new means:
     elsewhere nothing changed, so neither did the cells' means. With the compiled kernel
     (AreaScaler.tile_kernel) the same happens per tile, in one call per frame.
-    ``refreshed(index)``: whether an encoder keyframe lies between frame index - 1 and
-    index; those pixels count as changed only past KEYFRAME_NOISE_LEVEL.
+    ``refreshed(index)``: whether frame ``index`` shows an encoder keyframe or the frame
+    right after one; its pixels count as changed only past KEYFRAME_NOISE_LEVEL.
     """
     prev = picture = scaler = kernel = None  # the previous source frame; the current analysis frame
     means = recorded = marks = cell_marks = None  # cell means now / as last reported (2-D); the kernel's marks

@@ -20,7 +20,8 @@ frame indexes and pixels are those of the command-line tool; where the source ha
 more frames a second than the analysis reads, the decoder skips the frames no
 other frame is predicted from (see SKIM_MIN_SHARE) and the fps filter picks among
 the rest. The analysis reads the luma plane of each frame in place;
-pipeline/luma.py makes analysis pixels of just the part that changed. The same input whitelist as every other read applies.
+pipeline/luma.py makes analysis pixels of just the part that changed. The same
+input whitelist as every other read applies.
 """
 from __future__ import annotations
 
