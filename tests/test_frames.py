@@ -168,7 +168,7 @@ def test_an_encoder_keyframe_on_a_still_screen_is_not_a_change(tmp_path):
     subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
                     "-c:v", "libx264", "-preset", "medium", "-g", "40", "-an", str(path)], check=True)
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
-    assert sum(1 for _ in video) and video.keyframes == [4.0, 8.0, 12.0, 16.0, 20.0]  # after the first
+    assert sum(1 for _ in video) and {4.0, 8.0, 12.0, 16.0, 20.0} <= set(video.keyframes)  # x264 may add cuts
     events = _events(path)
     assert len(events) == len(original) == 3
     for event, before in zip(events, original):
