@@ -74,6 +74,9 @@ ONE_THREAD_PIXEL_BUDGET = 0.5 * 0.052 * 1.3e9
 # same frames.
 SKIM_MIN_SHARE = 0.5
 SKIM_WINDOW_S = 2.0
+# Keyframes closer than this to the one before are not refreshes of a still picture (see
+# VideoPass.keyframes): encoders space periodic keyframes seconds apart.
+KEYFRAME_MIN_GAP_S = 1.0
 
 
 class _Skim:
@@ -156,7 +159,10 @@ class VideoPass:
             geometry.duration_s, geometry.source_pixel_rate)
         self.count = 0
         self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
-        self.keyframes: list[float] = []  # when the encoder coded a keyframe, after the first frame (s)
+        # When the encoder coded a keyframe, after the first frame, in seconds: one that follows
+        # the previous keyframe by at least KEYFRAME_MIN_GAP_S (in an intra-only stream every
+        # frame is a keyframe, and a still screen is coded the same each time).
+        self.keyframes: list[float] = []
         self._keyframe_pts: list[int] = []  # the same, as timestamps of the stream
         self._shown: tuple[int | None, ...] = (None, None, None)  # source timestamps of the last three frames
         self.kept: dict[int, _Packed] = {}
@@ -281,9 +287,12 @@ class VideoPass:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
                         _lower_decoder_priority()  # its threads exist once it has decoded a frame
+                        last_key = frame.time
                     elif frame.key_frame and frame.pts is not None:
-                        self.keyframes.append(frame.time)
-                        self._keyframe_pts.append(frame.pts)
+                        if last_key is None or frame.time - last_key >= KEYFRAME_MIN_GAP_S:
+                            self.keyframes.append(frame.time)
+                            self._keyframe_pts.append(frame.pts)
+                        last_key = frame.time
                     frame.opaque = frame.pts  # kept by the filters: which source frame each one shows
                     source.push(frame)
                     for seen, full in _pull(sinks):

@@ -176,6 +176,19 @@ def test_an_encoder_keyframe_on_a_still_screen_is_not_a_change(tmp_path):
         assert abs(event.box.y - before.box.y) <= 8 and abs(event.box.h - before.box.h) <= 8
 
 
+def test_an_intra_only_recording_has_no_keyframe_rule(tmp_path):
+    """Every frame of an intra-only stream is a keyframe, and a still screen is coded the same
+    each time: none is a refresh, and low-contrast changes count at NOISE_LEVEL as anywhere."""
+    original = _events(FIXTURES / "no-audio.mp4")
+    path = tmp_path / "no-audio-intra.mp4"
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "1", "-an", str(path)], check=True)
+    video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
+    assert not any(video.refreshed(index) for index, _ in enumerate(video))
+    assert video.keyframes == []
+    assert [(e.start_s, e.end_s, e.box) for e in _events(path)] == [(e.start_s, e.end_s, e.box) for e in original]
+
+
 def test_a_change_on_a_keyframe_is_still_found(tmp_path):
     """Encoders put a keyframe where the picture changes: the change is there, well over
     KEYFRAME_NOISE_LEVEL, and found at the same frame."""
