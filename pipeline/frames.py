@@ -80,7 +80,7 @@ KEYFRAME_MIN_GAP_S = 1.0
 
 
 class _Skim:
-    """Whether the decoder skips non-reference frames, given what it has decoded so far."""
+    """Whether the decoder skips non-reference frames, given what the pass has decoded."""
 
     def __init__(self, codec_context, geometry: AnalysisGeometry):
         self.codec_context = codec_context
@@ -88,21 +88,20 @@ class _Skim:
         self.min_fps = SKIM_MIN_SHARE * geometry.fps
         self.window = max(8, round(SKIM_WINDOW_S * self.source_fps))
         self.on = self.source_fps > geometry.fps
-        self.packets = self.frames = 0
+        self._window_start = (0, 0)  # packets read, frames decoded when the window began
         if self.on:
             codec_context.skip_frame = "NONREF"
 
-    def count(self, frames: int) -> None:
-        """Count one packet and the frames it gave; stop skimming if too few came."""
-        if not self.on:
+    def update(self, packets: int, decoded: int) -> None:
+        """Given the pass's packets read and frames decoded so far, stop skimming once a
+        window of packets gave too few frames."""
+        read_before, decoded_before = self._window_start
+        if not self.on or packets - read_before < self.window:
             return
-        self.packets += 1
-        self.frames += frames
-        if self.packets == self.window:
-            if self.frames / self.packets * self.source_fps < self.min_fps:
-                self.on = False
-                self.codec_context.skip_frame = "DEFAULT"
-            self.packets = self.frames = 0
+        if (decoded - decoded_before) / (packets - read_before) * self.source_fps < self.min_fps:
+            self.on = False
+            self.codec_context.skip_frame = "DEFAULT"
+        self._window_start = (packets, decoded)
 
 
 def decoder_threads(info: MediaInfo, threads: int, speech_threads: int, cores: int) -> int:
@@ -159,11 +158,11 @@ class VideoPass:
             geometry.duration_s, geometry.source_pixel_rate)
         self.count = 0
         self.packets = self.decoded = 0  # read, and decoded (not skimmed), for benchmarks and tests
-        # When the encoder coded a keyframe, after the first frame, in seconds: one that follows
-        # the previous keyframe by at least KEYFRAME_MIN_GAP_S (in an intra-only stream every
-        # frame is a keyframe, and a still screen is coded the same each time).
-        self.keyframes: list[float] = []
-        self._keyframe_pts: list[int] = []  # the same, as timestamps of the stream
+        # Timestamps of the keyframes after the first frame that follow the previous keyframe
+        # by at least KEYFRAME_MIN_GAP_S (in an intra-only stream every frame is a keyframe,
+        # and a still screen is coded the same each time); :attr:`keyframes` in seconds.
+        self._keyframe_pts: list[int] = []
+        self._time_base = None
         self._shown: tuple[int | None, ...] = (None, None, None)  # source timestamps of the last three frames
         self.kept: dict[int, _Packed] = {}
         self.kept_bytes = 0
@@ -211,6 +210,11 @@ class VideoPass:
         if self._spill is not None:
             self._spill.close()
         self.kept.clear()
+
+    @property
+    def keyframes(self) -> list[float]:
+        """When the encoder coded a keyframe that refreshes the picture (s)."""
+        return [float(pts * self._time_base) for pts in self._keyframe_pts]
 
     def refreshed(self, index: int) -> bool:
         """Whether analysis frame ``index`` shows an encoder keyframe or the source frame right
@@ -271,6 +275,7 @@ class VideoPass:
             if self.threads:  # --jobs: each worker decodes with its share of the cores
                 stream.codec_context.thread_count = self.threads
             skim = _Skim(stream.codec_context, self.geometry)
+            self._time_base = stream.time_base
             graph = sinks = None
             index = 0
             for packet in container.demux(stream):
@@ -280,9 +285,9 @@ class VideoPass:
                     decoded = packet.decode()
                 except av.error.FFmpegError:
                     continue  # a damaged packet: the decoder conceals it, as the ffmpeg tool does
-                skim.count(len(decoded))
                 self.packets += 1
                 self.decoded += len(decoded)
+                skim.update(self.packets, self.decoded)
                 for frame in decoded:
                     if graph is None:
                         graph, source, sinks = self._graph(stream, frame)
@@ -290,7 +295,6 @@ class VideoPass:
                         last_key = frame.time
                     elif frame.key_frame and frame.pts is not None:
                         if last_key is None or frame.time - last_key >= KEYFRAME_MIN_GAP_S:
-                            self.keyframes.append(frame.time)
                             self._keyframe_pts.append(frame.pts)
                         last_key = frame.time
                     frame.opaque = frame.pts  # kept by the filters: which source frame each one shows

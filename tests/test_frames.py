@@ -80,13 +80,18 @@ def test_one_decoder_thread_decodes_in_the_calling_thread_with_the_same_frames()
     assert one == [hashlib.sha256(plane.tobytes()).digest() for plane in frames.VideoPass(path, geometry)]
 
 
+def _encoded(tmp_path: Path, name: str, out: str, *options: str, preset: str = "veryfast") -> Path:
+    """Fixture ``name`` encoded again by x264 at ``preset``, with ffmpeg ``options``."""
+    path = tmp_path / out
+    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / name), *options,
+                    "-c:v", "libx264", "-preset", preset, "-an", str(path)], check=True)
+    return path
+
+
 def _reencoded(tmp_path: Path, name: str, fps: int, *x264: str) -> Path:
     """A fixture re-encoded at ``fps`` the way screen recorders and OBS write it: x264 with
     B-frames (``x264`` adds encoder options), so part of its frames are non-reference."""
-    out = tmp_path / f"{Path(name).stem}-{fps}.mp4"
-    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / name), "-r", str(fps),
-                    "-c:v", "libx264", "-preset", "veryfast", *x264, "-an", str(out)], check=True)
-    return out
+    return _encoded(tmp_path, name, f"{Path(name).stem}-{fps}.mp4", "-r", str(fps), *x264)
 
 
 def _digest(plane) -> bytes:
@@ -142,10 +147,9 @@ def test_a_second_pass_fetches_the_very_frame_the_skimmed_pass_kept(tmp_path):
 def test_a_variable_rate_recording_is_not_skimmed(tmp_path):
     """Screen recorders that write a frame only on change hold one frame for seconds: the
     frame after a skipped one could come that much later, so every frame is decoded."""
-    path = tmp_path / "variable.mp4"  # every frame of the first 2 s at 30 fps, then 2 a second
-    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "gui-release.mp4"),
-                    "-vf", r"fps=30,select='lt(t\,2)+gt(mod(n\,30)\,27)'", "-fps_mode", "vfr",
-                    "-c:v", "libx264", "-preset", "veryfast", "-an", str(path)], check=True)
+    # every frame of the first 2 s at 30 fps, then 2 a second
+    path = _encoded(tmp_path, "gui-release.mp4", "variable.mp4",
+                    "-vf", r"fps=30,select='lt(t\,2)+gt(mod(n\,30)\,27)'", "-fps_mode", "vfr")
     info = decode.probe(path)
     geometry = decode.analysis_geometry(info)
     assert info.nominal_fps == 30 and info.fps < 10 and geometry.steady_fps == 0
@@ -164,9 +168,7 @@ def test_an_encoder_keyframe_on_a_still_screen_is_not_a_change(tmp_path):
     """x264 at its default preset codes the static text anew at each keyframe (here every 4
     s), dozens of pixels over NOISE_LEVEL: no event of its own, and no event grows by it."""
     original = _events(FIXTURES / "no-audio.mp4")
-    path = tmp_path / "no-audio-medium.mp4"
-    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
-                    "-c:v", "libx264", "-preset", "medium", "-g", "40", "-an", str(path)], check=True)
+    path = _encoded(tmp_path, "no-audio.mp4", "no-audio-medium.mp4", "-g", "40", preset="medium")
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
     assert sum(1 for _ in video) and {4.0, 8.0, 12.0, 16.0, 20.0} <= set(video.keyframes)  # x264 may add cuts
     events = _events(path)
@@ -180,9 +182,7 @@ def test_an_intra_only_recording_has_no_keyframe_rule(tmp_path):
     """Every frame of an intra-only stream is a keyframe, and a still screen is coded the same
     each time: none is a refresh, and low-contrast changes count at NOISE_LEVEL as anywhere."""
     original = _events(FIXTURES / "no-audio.mp4")
-    path = tmp_path / "no-audio-intra.mp4"
-    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
-                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "1", "-an", str(path)], check=True)
+    path = _encoded(tmp_path, "no-audio.mp4", "no-audio-intra.mp4", "-g", "1", preset="ultrafast")
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
     assert not any(video.refreshed(index) for index, _ in enumerate(video))
     assert video.keyframes == []
@@ -193,10 +193,8 @@ def test_a_change_on_a_keyframe_is_still_found(tmp_path):
     """Encoders put a keyframe where the picture changes: the change is there, well over
     KEYFRAME_NOISE_LEVEL, and found at the same frame."""
     original = _events(FIXTURES / "no-audio.mp4")
-    path = tmp_path / "no-audio-cuts.mp4"
     cuts = ",".join(f"{e.start_s:g}" for e in original)
-    subprocess.run([decode.ffmpeg_binary(), "-v", "error", "-i", str(FIXTURES / "no-audio.mp4"),
-                    "-c:v", "libx264", "-preset", "ultrafast", "-force_key_frames", cuts, "-an", str(path)], check=True)
+    path = _encoded(tmp_path, "no-audio.mp4", "no-audio-cuts.mp4", "-force_key_frames", cuts, preset="ultrafast")
     video = frames.VideoPass(path, decode.analysis_geometry(decode.probe(path)))
     refreshed = [index for index, _ in enumerate(video) if video.refreshed(index)]
     assert [round(t, 1) for t in video.keyframes] == [e.start_s for e in original]
