@@ -11,8 +11,11 @@ For every input recording, each in a fresh process of its own:
   analysis  sopline's video pass alone (decode -> diff -> keyframes), decoding as the
             build does (one thread beside transcription where that is cheaper), its main
             thread's analysis CPU split out, each run right after the same decoding
-            alone, five times in one process: what the analysis adds is the median of the
-            five differences (the decode floor is the least disturbed of two runs)
+            alone, five times in one process. The target reads the analysis's own CPU
+            (diff + keyframes, as the issue words it) over the decode floor (the least
+            disturbed of two runs); beside it, with keeping screenshot frames, and what
+            the whole pass adds over decoding alone (the median of the five differences:
+            also the decoder slowed by sharing caches with the analysis)
   content / adaptive / hash
             PySceneDetect's detectors with their defaults
 and, where the recording has a truth file, boundary F1 of ours and of each detector's
@@ -59,6 +62,7 @@ TOLERANCE_S = 1.5
 TARGET_WALL_RATIO = 1.15
 TARGET_ANALYSIS_CPU = 0.15
 TARGET_RSS_MB = 700
+TARGET_JOBS_EXTRA_CPU = 0.15
 
 # Runs the command, then reports the rusage of everything it waited for: CPU is the sum over
 # the whole tree, ru_maxrss the largest single process in it.
@@ -318,9 +322,11 @@ def ratios(row: dict) -> dict:
         out["build_over_duration"] = _div(bu["wall_s"], row["duration_s"], 4)
     a = an.get("out", {})
     if a and dec:
-        if "diff_cpu_s" in a:
-            analysis_cpu = a["diff_cpu_s"] + a["keyframes_cpu_s"] + a.get("keep_cpu_s", 0.0)
-            out["diff_keyframes_cpu_over_decode_cpu"] = _div(analysis_cpu, dec["cpu_s"])
+        if "diff_cpu_s" in a:  # the main thread's own CPU in the analysis, without and with keeping frames
+            out["diff_keyframes_cpu_s"] = round(a["diff_cpu_s"] + a["keyframes_cpu_s"], 3)
+            out["diff_keyframes_cpu_over_decode_cpu"] = _div(out["diff_keyframes_cpu_s"], dec["cpu_s"])
+            out["with_keeping_cpu_over_decode_cpu"] = _div(out["diff_keyframes_cpu_s"] + a.get("keep_cpu_s", 0.0),
+                                                           dec["cpu_s"])
         if "decoding_only_cpu_s" in a:  # the video pass less the same decoding without analysis
             out["analysis_added_cpu_s"] = round(a["python_cpu_s"] - a["decoding_only_cpu_s"], 3)
             out["analysis_added_cpu_over_decode_cpu"] = _div(out["analysis_added_cpu_s"], dec["cpu_s"])
@@ -404,8 +410,9 @@ def tables(doc: dict) -> str:
     lines += ["", "### Frame analysis (sopline's video pass alone, CPU seconds)", "",
               "| input | decode floor (ffmpeg tool) | decoding in-process (decoder threads), no analysis | video pass "
               "| added by the analysis | of it in the main thread: diff / keeping frames (kept) / keyframes "
-              "| added ÷ decode floor | whole pass ÷ decode floor |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| diff + keyframes ÷ decode floor (the target) | with keeping frames | added ÷ decode floor "
+              "| whole pass ÷ decode floor |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         an = r.get("analysis") or {}
         o, q = an.get("out", {}), r["ratios"]
@@ -413,6 +420,8 @@ def tables(doc: dict) -> str:
                      f"({_decoder_threads(o)}) | {_f(o.get('python_cpu_s'))} | {_f(q.get('analysis_added_cpu_s'))} "
                      f"| {_f(o.get('diff_cpu_s'))} / {_f(o.get('keep_cpu_s'))} ({o.get('kept_frames', '–')}, "
                      f"{_f(o.get('kept_mb'), '{:.0f} MB')}) / {_f(o.get('keyframes_cpu_s'))} "
+                     f"| {_f(q.get('diff_keyframes_cpu_over_decode_cpu'), '{:.1%}')} "
+                     f"| {_f(q.get('with_keeping_cpu_over_decode_cpu'), '{:.1%}')} "
                      f"| {_f(q.get('analysis_added_cpu_over_decode_cpu'), '{:.1%}')} "
                      f"| {_f(q.get('video_pass_cpu_over_decode_cpu'), '{:.2f} x')} |")
     dets = [n for n in DETECTORS if any(n in r["pyscenedetect"] for r in rows)]
@@ -485,7 +494,7 @@ def _peak_build_rss(row: dict) -> float:
     return max([row["build"]["tree_rss_mb"]] + [p["build_tree_rss_mb"] for p in row.get("pairs", ())])
 
 
-def targets(rows: list[dict]) -> list[dict]:
+def targets(rows: list[dict], jobs: list[dict] = (), cores: int | None = None) -> list[dict]:
     out = []
     longs = [r for r in rows if r["kind"] == "long"]
     for r in longs:
@@ -494,11 +503,14 @@ def targets(rows: list[dict]) -> list[dict]:
             out.append({"target": f"build wall <= {TARGET_WALL_RATIO} x max(decode, speech)", "input": r["input"],
                         "figure": f"{q['build_over_floor']:.2f} x ({r['build']['wall_s']:.1f} s vs {q['floor_is']} "
                                   f"{q['floor_wall_s']:.1f} s)", "met": q["build_over_floor"] <= TARGET_WALL_RATIO})
-        v = q.get("analysis_added_cpu_over_decode_cpu")
-        if v is not None:
-            out.append({"target": f"frame analysis adds <= {TARGET_ANALYSIS_CPU:.0%} CPU over the decode floor",
-                        "input": r["input"], "figure": f"{v:.1%} ({q['analysis_added_cpu_s']:.1f} s over "
-                                                        f"{r['decode']['cpu_s']:.1f} s)",
+        v = q.get("diff_keyframes_cpu_over_decode_cpu")
+        if v is not None:  # the readings beside it count more than the analysis itself: see the docstring
+            pair = q.get("analysis_added_cpu_over_decode_cpu")
+            out.append({"target": f"frame analysis (diff + keyframes) itself adds <= {TARGET_ANALYSIS_CPU:.0%} CPU "
+                                  f"over the decode floor", "input": r["input"],
+                        "figure": f"{v:.1%} ({q['diff_keyframes_cpu_s']:.1f} s over {r['decode']['cpu_s']:.1f} s); "
+                                  f"with keeping frames {q['with_keeping_cpu_over_decode_cpu']:.1%}"
+                                  + (f"; the pass less decoding alone {pair:.1%}" if pair is not None else ""),
                         "met": v <= TARGET_ANALYSIS_CPU})
         v = q.get("video_pass_cpu_over_decode_cpu")
         if v is not None:  # the other reading: decoding as the build does it, plus the analysis
@@ -523,6 +535,20 @@ def targets(rows: list[dict]) -> list[dict]:
             out.append({"target": "peak RSS flat in length (within 10%)", "input": f"{h}p {rs[0]['minutes']:g} -> "
                         f"{rs[-1]['minutes']:g} min", "figure": f"{lo:.0f} -> {hi:.0f} MB ({hi / lo - 1:+.1%})",
                         "met": hi <= lo * 1.10})
+    cores = cores or os.cpu_count() or 1  # the measured machine's
+    for j in jobs:  # oversubscribed threads wait on each other: the CPU for the same work grows
+        runs = j["runs"]
+        one = runs.get("1")
+        for n, r in runs.items():
+            if n == "1" or not one or r.get("rc") or not r.get("wall_s"):
+                continue
+            extra = r["cpu_s"] / one["cpu_s"] - 1
+            out.append({"target": f"--jobs N without oversubscribing {cores} cores (CPU within "
+                                  f"{TARGET_JOBS_EXTRA_CPU:.0%} of one job's, faster)",
+                        "input": f"{j['folder']} ({j['recordings']} recordings), --jobs {n}",
+                        "figure": f"{r['speedup']:.2f} x faster, {r['cpu_s']:.1f} vs {one['cpu_s']:.1f} CPU s "
+                                  f"({extra:+.0%}), {r['cores_busy']:.2f} cores busy",
+                        "met": r["speedup"] > 1 and extra <= TARGET_JOBS_EXTRA_CPU and r["cores_busy"] <= cores})
     return out
 
 
@@ -573,7 +599,7 @@ def main() -> None:
         doc["jobs"] = []
         if not a.no_jobs and not a.no_corpus:
             doc["jobs"].append(bench_jobs(a.corpus, work, a.repeat))
-    doc["targets"] = targets(doc["inputs"])
+    doc["targets"] = targets(doc["inputs"], doc.get("jobs", []), doc["machine"]["nproc"])
     doc["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     doc["bench_wall_s"] = round(time.time() - started, 1)
     out = a.out or RESULTS / f"bench-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
