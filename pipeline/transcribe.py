@@ -93,8 +93,9 @@ def default_threads(model: str | None, cores: int) -> int:
 
 class Transcriber:
     """Loads the model once, transcribes many recordings. With ``workers`` > 1, up to that
-    many threads share a long narration's pieces while a core is spare; each helper thread
-    loads its own copy of the model the first time it is needed (~55 MB for tiny.en)."""
+    many threads share a long narration's pieces while a core is spare, each on one of
+    CTranslate2's workers of the one model: they share its weights (a copy per thread held
+    ~55 MB more for tiny.en, bench/RESULTS.md round 13)."""
 
     def __init__(self, model: str | None = None, cpu_threads: int = 2, glossary: Sequence[str] = (),
                  workers: int = 1):
@@ -105,15 +106,13 @@ class Transcriber:
         self.workers = max(1, workers)
         self.pieces_helped = 0  # of the last narration: the pieces a helper thread transcribed
         self._model = self._load()
-        self._helper_models: list = []
-        self._helper_models_lock = threading.Lock()
 
     def _load(self):
         from faster_whisper import WhisperModel
 
         try:
             return WhisperModel(self.spec.location, device="cpu", compute_type="int8",
-                                cpu_threads=self.cpu_threads, num_workers=1)
+                                cpu_threads=self.cpu_threads, num_workers=self.workers)
         except Exception as exc:
             raise TranscribeError(f"cannot load speech model {self.spec.label}: {exc}") from exc
 
@@ -130,18 +129,18 @@ class Transcriber:
         told = None if on_piece is None else (
             lambda done, raw: on_piece(bounds[done - 1][1] / AUDIO_RATE, self._transcript(raw)))
         pieces = _Pieces(len(bounds), told)
-        transcribe_piece = lambda i, model: list(  # noqa: E731
-            self._raw_words(audio[bounds[i][0]:bounds[i][1]], bounds[i][0] / AUDIO_RATE, model))
+        transcribe_piece = lambda i: list(  # noqa: E731
+            self._raw_words(audio[bounds[i][0]:bounds[i][1]], bounds[i][0] / AUDIO_RATE))
         helpers = []
         if spare_core is not None and len(bounds) > 1:
-            helpers = [threading.Thread(target=self._help, args=(k, pieces, transcribe_piece, spare_core),
+            helpers = [threading.Thread(target=self._help, args=(pieces, transcribe_piece, spare_core),
                                         name=f"speech-helper-{k}", daemon=True)
                        for k in range(min(self.workers, len(bounds)) - 1)]
         for helper in helpers:
             helper.start()
         try:
             while (i := pieces.take()) is not None:
-                pieces.finish(i, transcribe_piece(i, self._model))
+                pieces.finish(i, transcribe_piece(i))
         finally:
             pieces.stop()
             for helper in helpers:
@@ -149,28 +148,22 @@ class Transcriber:
         self.pieces_helped = pieces.helped
         return self._transcript(pieces.all_raw())
 
-    def _help(self, k: int, pieces: "_Pieces", transcribe_piece, spare_core: SpareCore) -> None:
+    def _help(self, pieces: "_Pieces", transcribe_piece, spare_core: SpareCore) -> None:
         try:
             while not pieces.stopped:
                 if not spare_core.wait(0.1):
                     continue
                 if (i := pieces.take()) is None:
                     return
-                pieces.finish(i, transcribe_piece(i, self._helper_model(k)), helped=True)
+                pieces.finish(i, transcribe_piece(i), helped=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             pieces.fail(exc)
-
-    def _helper_model(self, k: int):
-        with self._helper_models_lock:
-            while len(self._helper_models) <= k:
-                self._helper_models.append(self._load())
-            return self._helper_models[k]
 
     def _transcript(self, raw) -> Transcript:
         words = apply_glossary(join_fragments(raw), self.glossary)
         return Transcript(tuple(split_sentences(words)), "en", self.spec.label)
 
-    def _raw_words(self, audio: np.ndarray, offset_s: float, model=None):
+    def _raw_words(self, audio: np.ndarray, offset_s: float):
         """(start, end, text, probability) of each word piece, on the recording's clock.
         ``audio`` is float32 in [-1, 1] or int16 PCM (converted here, one piece at a time)."""
         if audio.size < 1600:
@@ -178,7 +171,7 @@ class Transcriber:
         if np.issubdtype(audio.dtype, np.integer):
             pcm, audio = audio, np.asarray(audio, np.float32) * np.float32(1.0 / 32768.0)
             release_pages(pcm)
-        segments, _ = (model or self._model).transcribe(audio, **decode_options(self.glossary))
+        segments, _ = self._model.transcribe(audio, **decode_options(self.glossary))
         for seg in segments:
             for w in seg.words or []:
                 yield w.start + offset_s, w.end + offset_s, w.word, w.probability

@@ -190,10 +190,10 @@ def test_a_helper_threads_failure_reaches_the_caller(monkeypatch):
     lent.set()
     real = shared._raw_words
 
-    def failing_in_helpers(audio, offset_s, model=None):
+    def failing_in_helpers(audio, offset_s):
         if threading.current_thread().name.startswith("speech-helper"):
             raise MemoryError("no room for the features")
-        return real(audio, offset_s, model)
+        return real(audio, offset_s)
 
     monkeypatch.setattr(shared, "_raw_words", failing_in_helpers)
     with pytest.raises(MemoryError, match="no room"):
