@@ -27,7 +27,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 INDEX_NAME = "index.json"
 LOCK_NAME = ".sopline.lock"
 # Speech threads at most on one narration (transcribe.Transcriber's workers): each one more
-# holds another copy of the model and its piece's buffers, ~55 + ~90 MB with tiny.en.
+# holds its piece's buffers, ~90 MB with tiny.en (the model's weights are shared).
 MAX_SPEECH_WORKERS = 4
 Progress = Callable[..., None]
 
@@ -213,7 +213,7 @@ class Builder:
     def speech_workers(self) -> int:
         """Threads that may share a long narration's pieces once the video pass is over:
         as many as the cores hold at CTranslate2's threads each, up to MAX_SPEECH_WORKERS
-        (each helper holds its own copy of the model and its piece's buffers)."""
+        (each helper holds its piece's buffers; the model's weights are shared)."""
         return max(1, min(self.cores // self.speech_threads, MAX_SPEECH_WORKERS))
 
     @property
